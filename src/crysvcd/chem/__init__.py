@@ -1,0 +1,21 @@
+"""Chemistry of valence tokens: oxidation states, electron configurations, the labeller."""
+
+from crysvcd.chem.electrons import Configuration, configuration
+from crysvcd.chem.oxidation import allowed_states, is_alloy_forming
+from crysvcd.chem.valence import (
+    NoValidAssignmentError,
+    ValenceAssignment,
+    ValenceToken,
+    label_valence,
+)
+
+__all__ = [
+    "Configuration",
+    "NoValidAssignmentError",
+    "ValenceAssignment",
+    "ValenceToken",
+    "allowed_states",
+    "configuration",
+    "is_alloy_forming",
+    "label_valence",
+]

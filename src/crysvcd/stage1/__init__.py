@@ -1,0 +1,1 @@
+"""Stage I: the valence-constrained composition language model."""

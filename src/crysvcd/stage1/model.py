@@ -1,0 +1,73 @@
+"""The composition language model: a Hugging Face GPT-2 over (species, count) tokens.
+
+Input embedding = learned species embedding + linear map of the species' electron
+configuration + learned count embedding; property adapters add to the START position.
+Two heads predict the next species and the next count.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import GPT2Config, GPT2Model
+
+from crysvcd.chem.electrons import CONFIG_DIM
+from crysvcd.conditioning import PropertyAdapter, PropertySpec
+from crysvcd.config import Stage1Config
+from crysvcd.stage1.tokens import PAD, Vocabulary
+
+
+class CompositionGPT(nn.Module):
+    def __init__(self, cfg: Stage1Config, vocab: Vocabulary, properties: list[PropertySpec]):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab = vocab
+        self.properties = list(properties)
+        d = cfg.n_embd
+        gpt_cfg = GPT2Config(
+            vocab_size=1,  # unused: we pass inputs_embeds
+            n_positions=cfg.max_tokens + 2,
+            n_embd=d,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            resid_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+            bos_token_id=None,
+            eos_token_id=None,
+        )
+        self.gpt = GPT2Model(gpt_cfg)
+        self.species_emb = nn.Embedding(vocab.size, d)
+        self.count_emb = nn.Embedding(cfg.max_count + 1, d)
+        self.config_proj = nn.Linear(CONFIG_DIM, d, bias=False)
+        self.register_buffer("config_matrix", vocab.config_matrix(), persistent=False)
+        self.adapter = PropertyAdapter(self.properties, d) if self.properties else None
+        self.species_head = nn.Linear(d, vocab.size)
+        self.count_head = nn.Linear(d, cfg.max_count + 1)
+
+    def forward(
+        self, species: torch.Tensor, counts: torch.Tensor, props: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """species, counts: (B, T) with START at position 0. Returns two (B, T, *) logits."""
+        x = self.species_emb(species) + self.count_emb(counts)
+        x = x + self.config_proj(self.config_matrix[species])
+        if self.adapter is not None and props is not None:
+            start = torch.zeros_like(x)
+            start[:, 0] = self.adapter(props)
+            x = x + start
+        h = self.gpt(inputs_embeds=x, attention_mask=(species != PAD).long()).last_hidden_state
+        return self.species_head(h), self.count_head(h)
+
+    def loss(self, species, counts, props=None) -> torch.Tensor:
+        """Teacher-forced sum of the species and count cross-entropies (PAD targets ignored)."""
+        s_logits, c_logits = self(species[:, :-1], counts[:, :-1], props)
+        s_target = species[:, 1:]
+        c_target = counts[:, 1:].masked_fill(s_target == PAD, -100)
+        s_target = s_target.masked_fill(s_target == PAD, -100)
+        ls = F.cross_entropy(s_logits.reshape(-1, s_logits.size(-1)), s_target.reshape(-1))
+        lc = F.cross_entropy(c_logits.reshape(-1, c_logits.size(-1)), c_target.reshape(-1))
+        return ls + lc
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

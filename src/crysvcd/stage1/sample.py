@@ -1,0 +1,229 @@
+"""Charge-balanced decoding: the valence rules are masks on each step, not a rejection loop.
+
+At every step the model's species and count distributions are combined into a joint over
+(species, count) pairs plus END. A pair is masked when
+- its species repeats one already chosen, or pairs with an element's other state in a way
+  the valence rules forbid (mixed sign, comproportionation);
+- the cell would exceed ``max_atoms``;
+- (ionic) neutrality could no longer be reached with the tokens and atoms that remain
+  (``tokens.reachable_charges``).
+END is allowed only once the running charge is zero. So every finished ionic formula is
+neutral. A row can still reach a dead end because the reachability table ignores which
+species are left; such rows are counted and resampled (``stats['dead_ends']``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import torch
+from pymatgen.core import Composition
+
+from crysvcd.chem.valence import ValenceToken
+from crysvcd.conditioning import parse_conditions
+from crysvcd.stage1.model import CompositionGPT
+from crysvcd.stage1.tokens import END, N_SPECIAL, PAD, START, reachable_charges
+from crysvcd.stage1.train import load_model, shipped_checkpoint
+
+
+@dataclass(frozen=True)
+class GeneratedFormula:
+    """One sampled composition with its valence tokens."""
+
+    tokens: tuple[ValenceToken, ...]
+    kind: str
+
+    @property
+    def composition(self) -> Composition:
+        return Composition({t.element: 0 for t in self.tokens}) + Composition(
+            {t.element: t.count for t in self.tokens}
+        )
+
+    @property
+    def cell_formula(self) -> str:
+        return self.composition.formula.replace(" ", "")
+
+    @property
+    def reduced_formula(self) -> str:
+        return self.composition.reduced_formula
+
+    @property
+    def charge(self) -> int:
+        return sum(t.valence * t.count for t in self.tokens)
+
+    @property
+    def n_atoms(self) -> int:
+        return sum(t.count for t in self.tokens)
+
+    def valence_string(self) -> str:
+        return " ".join(str(t) for t in self.tokens)
+
+
+@dataclass
+class SampleStats:
+    requested: int = 0
+    drawn: int = 0  # finished sequences, before any rejection
+    dead_ends: int = 0
+    rejected_non_neutral: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class FormulaSampler:
+    def __init__(self, model: CompositionGPT):
+        self.model = model.eval()
+        cfg = model.cfg
+        self.cfg = cfg
+        self.valences = model.vocab.valences()
+        self.compat = model.vocab.compatibility()
+        self.reach = reachable_charges(self.valences.tolist(), cfg.max_tokens, cfg.max_atoms)
+        self.offset = (self.reach.shape[-1] - 1) // 2
+
+    def _props(self, n: int, conditions: dict[str, float]) -> torch.Tensor | None:
+        specs = self.model.properties
+        if not specs:
+            return None
+        row = [
+            specs[j].encode_target(conditions[s.name]) if s.name in conditions else float("nan")
+            for j, s in enumerate(specs)
+        ]
+        return torch.tensor(row, dtype=torch.float32).expand(n, -1).clone()
+
+    @torch.no_grad()
+    def _batch(self, b, temperature, top_k, top_p, props, gen, constrained):
+        cfg = self.cfg
+        n_species = self.model.vocab.size - N_SPECIAL
+        seq = torch.full((b, 1), START, dtype=torch.long)
+        cnt = torch.zeros((b, 1), dtype=torch.long)
+        charge = torch.zeros(b, dtype=torch.long)
+        atoms = torch.zeros(b, dtype=torch.long)
+        allowed = torch.ones(b, self.model.vocab.size, dtype=torch.bool)
+        done = torch.zeros(b, dtype=torch.bool)
+        dead = torch.zeros(b, dtype=torch.bool)
+        counts = torch.arange(1, cfg.max_count + 1)
+        vals = self.valences[N_SPECIAL:]
+        ionic = cfg.kind == "ionic"
+        for t in range(cfg.max_tokens + 1):
+            ls, lc = self.model(seq, cnt, props)
+            logp_s = torch.log_softmax(ls[:, -1] / temperature, -1)
+            logp_c = torch.log_softmax(lc[:, -1] / temperature, -1)
+            joint = logp_s[:, N_SPECIAL:, None] + logp_c[:, None, 1:]  # (b, S, C)
+            ok = allowed[:, N_SPECIAL:, None] & (atoms[:, None, None] + counts <= cfg.max_atoms)
+            left = cfg.max_tokens - t - 1
+            if left < 0:
+                ok = torch.zeros_like(ok)
+            elif ionic and constrained:
+                q = charge[:, None, None] + vals[None, :, None] * counts[None, None, :]
+                a_left = (cfg.max_atoms - atoms[:, None, None] - counts).clamp(min=0)
+                idx = (self.offset - q).clamp(0, 2 * self.offset)
+                ok &= self.reach[left][a_left, idx] & (q.abs() <= self.offset)
+            joint = joint.masked_fill(~ok, float("-inf")).reshape(b, -1)
+            end_ok = (charge == 0) if (ionic and constrained) else torch.ones_like(done)
+            end_ok &= t > 0
+            end = logp_s[:, END].masked_fill(~end_ok, float("-inf"))
+            logits = torch.cat([joint, end[:, None]], 1)
+            logits = _top_k_top_p(logits, top_k, top_p)
+            stuck = torch.isinf(logits).all(1) & ~done
+            dead |= stuck
+            logits[stuck | done] = 0.0  # placeholder draw; these rows are ignored
+            choice = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
+            is_end = choice == n_species * cfg.max_count
+            sp = torch.where(is_end, END, N_SPECIAL + choice // cfg.max_count)
+            ct = torch.where(is_end, 0, 1 + choice % cfg.max_count)
+            finished = done | dead
+            sp = sp.masked_fill(finished, PAD)
+            ct = ct.masked_fill(finished, 0)
+            seq = torch.cat([seq, sp[:, None]], 1)
+            cnt = torch.cat([cnt, ct[:, None]], 1)
+            live = ~finished & ~is_end
+            charge += torch.where(live, self.valences[sp] * ct, 0)
+            atoms += torch.where(live, ct, 0)
+            allowed &= torch.where(live[:, None], self.compat[sp], True)
+            done |= ~finished & is_end
+            if (done | dead).all():
+                break
+        return seq, cnt, done & ~dead
+
+    def sample(
+        self,
+        n: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int = 0,
+        conditions: dict[str, float] | list[str] | None = None,
+        batch_size: int = 1000,
+        constrained: bool = True,
+    ) -> tuple[list[GeneratedFormula], SampleStats]:
+        """``n`` formulas; with ``constrained=False`` decoding is free and non-neutral ionic
+        outputs are rejected afterwards (the baseline the masks are measured against)."""
+        if not isinstance(n, int) or n <= 0:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        conds = parse_conditions(conditions, self.model.properties)
+        gen = torch.Generator().manual_seed(seed)
+        stats = SampleStats(requested=n)
+        out: list[GeneratedFormula] = []
+        t0 = time.perf_counter()
+        while len(out) < n:
+            b = min(batch_size, max(16, int((n - len(out)) * 1.1)))
+            seq, cnt, good = self._batch(
+                b, temperature, top_k, top_p, self._props(b, conds), gen, constrained
+            )
+            stats.dead_ends += int((~good).sum())
+            for row in torch.nonzero(good).flatten().tolist():
+                stats.drawn += 1
+                tokens = self.model.vocab.decode(seq[row].tolist(), cnt[row].tolist())
+                f = GeneratedFormula(tokens, self.cfg.kind)
+                if f.charge != 0:
+                    stats.rejected_non_neutral += 1
+                    continue
+                if len(out) < n:
+                    out.append(f)
+        stats.seconds = time.perf_counter() - t0
+        return out, stats
+
+
+def _top_k_top_p(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    if top_k is not None and top_k > 0 and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits, -1).cumsum(-1)
+        drop = cum - torch.softmax(sorted_logits, -1) > top_p  # keep the token that crosses
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+@cache
+def _sampler(path: str) -> FormulaSampler:
+    return FormulaSampler(load_model(path))
+
+
+def sample_formulas(
+    n: int,
+    kind: str = "ionic",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    conditions: dict[str, float] | list[str] | None = None,
+    checkpoint: str | Path | None = None,
+) -> list[GeneratedFormula]:
+    """Sample ``n`` charge-balanced formulas from the shipped (or a given) Stage I model."""
+    if kind not in ("ionic", "alloy"):
+        raise ValueError(f"kind must be 'ionic' or 'alloy', not {kind!r}")
+    path = Path(checkpoint) if checkpoint else shipped_checkpoint(kind)
+    sampler = _sampler(str(path))
+    if sampler.cfg.kind != kind:
+        raise ValueError(f"{path} is a {sampler.cfg.kind} model, not {kind}")
+    formulas, _ = sampler.sample(n, temperature, top_k, top_p, seed, conditions)
+    return formulas
