@@ -37,3 +37,25 @@ def test_valence_csv_missing_column(tmp_path, capsys):
 def test_data_info(capsys):
     assert main(["data", "info"]) == 0
     assert "materials:" in capsys.readouterr().out
+
+
+def test_formulas_command_uses_the_shipped_model(capsys):
+    assert main(["formulas", "--n", "5", "--seed", "3"]) == 0
+    rows = [r.split("\t") for r in capsys.readouterr().out.strip().splitlines()[1:]]
+    assert len(rows) == 5
+    from crysvcd.chem.valence import label_valence
+
+    for _reduced, cell, tokens in rows:
+        charge = 0
+        for tok in tokens.split():
+            species, count = tok.rsplit("x", 1)
+            sign = -1 if species.endswith("-") else (1 if species.endswith("+") else 0)
+            digits = "".join(ch for ch in species.rstrip("+-") if ch.isdigit())
+            charge += sign * int(digits or 1) * int(count)
+        assert charge == 0
+        label_valence(cell)  # a well-formed cell formula
+
+
+def test_formulas_bad_n(capsys):
+    assert main(["formulas", "--n", "0"]) == 2
+    assert "n must be a positive integer" in capsys.readouterr().err

@@ -21,13 +21,23 @@ __all__ = [
     "__version__",
     "label_valence",
     "sample_formulas",
+    "predict_structures",
+    "generate",
+    "GenerateConfig",
 ]
+
+_LAZY = {
+    "sample_formulas": "crysvcd.stage1.sample",
+    "predict_structures": "crysvcd.stage2.sample",
+    "generate": "crysvcd.pipeline",
+    "GenerateConfig": "crysvcd.pipeline",
+}
 
 
 def __getattr__(name: str):
-    # Stage I pulls in torch and transformers: import it only when asked for.
-    if name == "sample_formulas":
-        from crysvcd.stage1.sample import sample_formulas
+    # The models pull in torch and transformers: import them only when asked for.
+    if name in _LAZY:
+        import importlib
 
-        return sample_formulas
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)

@@ -55,6 +55,55 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("train")
+def _train(args: argparse.Namespace) -> int:
+    if args.stage == "stage1":
+        from crysvcd.config import Stage1Config
+        from crysvcd.stage1.train import shipped_checkpoint, train
+
+        cfg = Stage1Config(kind=args.kind, properties=list(args.property or []), seed=args.seed)
+        if args.epochs is not None:
+            cfg.max_epochs = args.epochs
+        init = args.init or (shipped_checkpoint(args.kind) if cfg.properties else None)
+        result = train(cfg, args.out or f"runs/stage1_{args.kind}", data=args.data, init=init)
+    else:
+        from crysvcd.config import Stage2Config
+        from crysvcd.stage2.train import shipped_checkpoint, train
+
+        cfg = Stage2Config(
+            properties=list(args.property or []), seed=args.seed, max_hours=args.max_hours
+        )
+        if args.epochs is not None:
+            cfg.max_epochs = args.epochs
+        init = args.init or (shipped_checkpoint() if cfg.properties else None)
+        result = train(cfg, args.out or "runs/stage2", data=args.data, init=init)
+    print(f"best dev loss {result['best_dev_loss']:.4f} after {result['epochs']} epochs")
+    return 0
+
+
+@_command("generate")
+def _generate(args: argparse.Namespace) -> int:
+    from crysvcd.pipeline import GenerateConfig, generate
+
+    cfg = GenerateConfig(
+        n=args.n,
+        ionic_fraction=args.ionic_fraction,
+        formulas=list(args.formula or []),
+        samples_per_formula=args.samples_per_formula,
+        steps=args.steps,
+        seed=args.seed,
+        conditions=list(args.condition or []),
+        stage2=args.stage2_checkpoint,
+        corrector=not args.no_corrector,
+    )
+    structures = generate(cfg, args.out, progress=not args.quiet)
+    print(
+        f"wrote {len(structures)} structures to {args.out} "
+        "(cif/, structures.extxyz, summary.csv, run.json)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crysvcd", description="Valence-constrained crystal generation."
@@ -73,6 +122,34 @@ def build_parser() -> argparse.ArgumentParser:
     from crysvcd.stage1.cli import add_stage1_commands
 
     add_stage1_commands(sub, _command)
+
+    p = sub.add_parser("train", help="train or fine-tune a model; resumes from its last checkpoint")
+    p.add_argument("stage", choices=["stage1", "stage2"])
+    p.add_argument("--kind", choices=["ionic", "alloy"], default="ionic", help="stage1 only")
+    p.add_argument("--data", help="MP-20-format CSV (default: the bundled training pool)")
+    p.add_argument(
+        "--property",
+        action="append",
+        help="NAME=COLUMN (continuous) or NAME=COLUMN>THRESHOLD (binary)",
+    )
+    p.add_argument("--init", help="start from this checkpoint (default with --property: shipped)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--max-hours", type=float, default=None, help="stage2: wall-time budget")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run folder (default runs/stage1_<kind> or runs/stage2)")
+
+    p = sub.add_parser("generate", help="Stage I + Stage II: new charge-balanced crystals")
+    p.add_argument("--n", type=int, default=20, help="formulas from Stage I")
+    p.add_argument("--ionic-fraction", type=float, default=0.7)
+    p.add_argument("--formula", action="append", help="skip Stage I: use these cell formulas")
+    p.add_argument("--samples-per-formula", type=int, default=1)
+    p.add_argument("--steps", type=int, default=1000, help="diffusion steps (1000: full PC)")
+    p.add_argument("--no-corrector", action="store_true", help="predictor steps only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--condition", action="append", help="NAME=VALUE (conditioned models)")
+    p.add_argument("--stage2-checkpoint", help="a Stage II checkpoint (default: shipped)")
+    p.add_argument("--out", default="results", help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 

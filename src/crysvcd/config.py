@@ -38,3 +38,35 @@ class Stage1Config:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Stage2Config:
+    """Crystal-structure diffusion (DiffCSP-style CSP) and its training loop."""
+
+    hidden: int = 256
+    n_layers: int = 4
+    n_freq: int = 128  # Fourier features of fractional differences: sin/cos of 2*pi*k*df
+    time_dim: int = 128
+    timesteps: int = 1000
+    sigma_begin: float = 0.005
+    sigma_end: float = 0.5
+    max_atoms: int = 20
+    cond_drop: float = 0.2  # share of rows trained without their property labels
+    guidance: float = 2.0  # w in w*cond + (1-w)*uncond
+    # training
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    max_epochs: int = 1000
+    max_hours: float | None = None  # stop after this much wall time (checkpointed)
+    eval_every: int = 5  # epochs between dev-loss evaluations and best checkpoints
+    cost_coord: float = 1.0
+    cost_lattice: float = 1.0
+    seed: int = 0
+    properties: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,4 +1,4 @@
-"""Stage I subcommands of the ``crysvcd`` CLI: ``formulas`` and ``train stage1``."""
+"""Stage I subcommand of the ``crysvcd`` CLI: ``formulas``."""
 
 from __future__ import annotations
 
@@ -33,27 +33,6 @@ def _formulas(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from crysvcd.config import Stage1Config
-    from crysvcd.stage1.train import shipped_checkpoint, train
-
-    if args.stage != "stage1":
-        raise ValueError(f"unknown stage {args.stage!r}")
-    cfg = Stage1Config(kind=args.kind, properties=list(args.property or []), seed=args.seed)
-    if args.epochs is not None:
-        cfg.max_epochs = args.epochs
-    init = args.init
-    if init is None and cfg.properties:
-        init = shipped_checkpoint(args.kind)
-    out = args.out or f"runs/stage1_{args.kind}"
-    result = train(cfg, out, data=args.data, init=init)
-    print(
-        f"best dev loss {result['best_dev_loss']:.4f} after {result['epochs']} epochs: "
-        f"{result['best']}"
-    )
-    return 0
-
-
 def add_stage1_commands(sub, register) -> None:
     p = sub.add_parser("formulas", help="sample charge-balanced formulas (Stage I)")
     p.add_argument("--kind", choices=["ionic", "alloy"], default="ionic")
@@ -66,18 +45,3 @@ def add_stage1_commands(sub, register) -> None:
     p.add_argument("--checkpoint", help="a Stage I checkpoint (default: the shipped one)")
     p.add_argument("--out", help="write a CSV here instead of printing")
     register("formulas")(_formulas)
-
-    p = sub.add_parser("train", help="train or fine-tune a model; resumes from its last checkpoint")
-    p.add_argument("stage", choices=["stage1"])
-    p.add_argument("--kind", choices=["ionic", "alloy"], default="ionic")
-    p.add_argument("--data", help="MP-20-format CSV (default: the bundled training pool)")
-    p.add_argument(
-        "--property",
-        action="append",
-        help="NAME=COLUMN (continuous) or NAME=COLUMN>THRESHOLD (binary)",
-    )
-    p.add_argument("--init", help="start from this checkpoint (default with --property: shipped)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="run folder (default runs/stage1_<kind>)")
-    register("train")(_train)

@@ -2,7 +2,10 @@
 
 Input embedding = learned species embedding + linear map of the species' electron
 configuration + learned count embedding; property adapters add to the START position.
-Two heads predict the next species and the next count.
+Two heads predict the next species and the next count. The count head also sees the
+valence of the species it counts (and a per-species count bias): charge balance is
+valence x count, and a count head blind to the species it belongs to leaves the model
+unable to coordinate them (measured: 27 % of freely sampled ionic formulas were neutral).
 """
 
 from __future__ import annotations
@@ -45,11 +48,34 @@ class CompositionGPT(nn.Module):
         self.adapter = PropertyAdapter(self.properties, d) if self.properties else None
         self.species_head = nn.Linear(d, vocab.size)
         self.count_head = nn.Linear(d, cfg.max_count + 1)
+        valences = vocab.valences()
+        classes = sorted(set(valences.tolist()))
+        self.register_buffer(
+            "species_class",
+            torch.tensor([classes.index(v) for v in valences.tolist()]),
+            persistent=False,
+        )
+        self.n_classes = len(classes)
+        self.count_valence = nn.Embedding(self.n_classes, d)
+        self.count_bias = nn.Embedding(vocab.size, cfg.max_count + 1)
+        nn.init.zeros_(self.count_bias.weight)
+
+    def count_logits(self, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Count logits for hidden states h (..., d) and the species being counted (...)."""
+        z = h + self.count_valence(self.species_class[species])
+        return self.count_head(z) + self.count_bias(species)
+
+    def count_logits_all(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, size, C) count logits of every species for hidden states h (B, d)."""
+        per_class = self.count_head(h[:, None, :] + self.count_valence.weight[None])  # (B, V, C)
+        return per_class[:, self.species_class] + self.count_bias.weight[None]
 
     def forward(
         self, species: torch.Tensor, counts: torch.Tensor, props: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """species, counts: (B, T) with START at position 0. Returns two (B, T, *) logits."""
+        """species, counts: (B, T) with START at position 0.
+
+        Returns species logits (B, T, size) and hidden states (B, T, d) for the count head."""
         x = self.species_emb(species) + self.count_emb(counts)
         x = x + self.config_proj(self.config_matrix[species])
         if self.adapter is not None and props is not None:
@@ -57,12 +83,13 @@ class CompositionGPT(nn.Module):
             start[:, 0] = self.adapter(props)
             x = x + start
         h = self.gpt(inputs_embeds=x, attention_mask=(species != PAD).long()).last_hidden_state
-        return self.species_head(h), self.count_head(h)
+        return self.species_head(h), h
 
     def loss(self, species, counts, props=None) -> torch.Tensor:
         """Teacher-forced sum of the species and count cross-entropies (PAD targets ignored)."""
-        s_logits, c_logits = self(species[:, :-1], counts[:, :-1], props)
+        s_logits, h = self(species[:, :-1], counts[:, :-1], props)
         s_target = species[:, 1:]
+        c_logits = self.count_logits(h, s_target)
         c_target = counts[:, 1:].masked_fill(s_target == PAD, -100)
         s_target = s_target.masked_fill(s_target == PAD, -100)
         ls = F.cross_entropy(s_logits.reshape(-1, s_logits.size(-1)), s_target.reshape(-1))

@@ -78,7 +78,9 @@ class Vocabulary:
                 ok[i, j] = i != j and (lo, hi) in pairs[elements[i]]
         return ok
 
-    def encode(self, assignment: ValenceAssignment) -> tuple[list[int], list[int]]:
+    def encode(
+        self, assignment: ValenceAssignment, max_count: int = 20
+    ) -> tuple[list[int], list[int]]:
         """(species ids, counts) of the tokens, in their stored order, without START/END."""
         if assignment.kind != self.kind:
             raise ValueError(f"{assignment} is {assignment.kind}, this vocabulary is {self.kind}")
@@ -87,6 +89,8 @@ class Vocabulary:
             key = (t.element, t.valence)
             if key not in self.index:
                 raise ValueError(f"species {t.species} is not in the {self.kind} vocabulary")
+            if not 1 <= t.count <= max_count:
+                raise ValueError(f"count {t.count} of {t.species} is outside 1..{max_count}")
             ids.append(self.index[key])
             counts.append(t.count)
         return ids, counts
@@ -101,27 +105,30 @@ class Vocabulary:
         return tuple(out)
 
 
-def reachable_charges(valences: list[int], max_tokens: int, max_atoms: int) -> torch.Tensor:
-    """R[r, a, q + offset]: can charge q be made by at most r tokens with at most a atoms?
+MAX_ABS_VALENCE = 8
 
-    Species identity is ignored (there are dozens of species per valence), so this is an
-    over-approximation used to mask choices after which neutrality is out of reach.
+
+def reachable_charges(valences, max_tokens: int, max_atoms: int) -> torch.Tensor:
+    """R[r, a, q + offset]: can charge q be made by at most r tokens holding at most a atoms,
+    using species of the given valences?
+
+    Each valence is used by at most one token: two tokens of one valence carry the same
+    charge and atoms as one token with the summed count, so this loses nothing and keeps
+    the table small. Which element a species belongs to is ignored, so the table slightly
+    over-approximates what can be reached. ``offset = MAX_ABS_VALENCE * max_atoms``.
     """
-    vals = sorted({v for v in valences if v != 0})
-    offset = max(abs(v) for v in vals) * max_atoms if vals else 0
+    offset = MAX_ABS_VALENCE * max_atoms
     width = 2 * offset + 1
     reach = torch.zeros(max_tokens + 1, max_atoms + 1, width, dtype=torch.bool)
     reach[:, :, offset] = True
-    for r in range(1, max_tokens + 1):
-        for a in range(1, max_atoms + 1):
-            cur = reach[r - 1, a].clone()
-            for c in range(1, a + 1):
-                prev = reach[r - 1, a - c]
-                for v in vals:
-                    shift = v * c
-                    if shift > 0:
-                        cur[shift:] |= prev[:-shift]
-                    else:
-                        cur[:shift] |= prev[-shift:]
-            reach[r, a] = cur
+    for v in sorted(set(valences) - {0}):
+        new = reach.clone()
+        for c in range(1, max_atoms + 1):
+            shift = v * c
+            src = reach[:-1, :-c]
+            if shift > 0:
+                new[1:, c:, shift:] |= src[:, :, :-shift]
+            else:
+                new[1:, c:, :shift] |= src[:, :, -shift:]
+        reach = new
     return reach

@@ -11,7 +11,6 @@ import json
 import math
 import random
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from crysvcd.chem.valence import label_valence
 from crysvcd.conditioning import PropertySpec
 from crysvcd.config import Stage1Config
 from crysvcd.datasets import load_csv_or_pool
+from crysvcd.modelio import read_checkpoint, save_model
 from crysvcd.runinfo import write_run_record
 from crysvcd.stage1.model import CompositionGPT
 from crysvcd.stage1.tokens import END, PAD, START, Vocabulary
@@ -47,7 +47,10 @@ def encode_rows(
             continue
         if sum(t.count for t in a.tokens) > cfg.max_atoms:
             continue
-        seqs.append(vocab.encode(a))
+        try:
+            seqs.append(vocab.encode(a, cfg.max_count))
+        except ValueError:
+            continue  # elemental non-metals (Cl2, O2) have no zero-valence token
         keep.append(i)
     props = np.stack([s.encode_column(df.iloc[keep]) for s in specs], 1) if specs else None
     if props is None:
@@ -83,28 +86,13 @@ def to_tensors(
 
 
 def save_checkpoint(path: Path, model: CompositionGPT, **extra) -> None:
-    torch.save(
-        {
-            "config": model.cfg.to_dict(),
-            "vocab": model.vocab.labels(),
-            "properties": [s.to_dict() for s in model.properties],
-            "model": model.state_dict(),
-            **extra,
-        },
-        path,
-    )
+    save_model(path, model, vocab=model.vocab.labels(), **extra)
 
 
 def load_model(path: str | Path) -> CompositionGPT:
     """A trained composition model from a checkpoint file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no Stage I checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    names = {f.name for f in fields(Stage1Config)}
-    cfg = Stage1Config(**{k: v for k, v in ckpt["config"].items() if k in names})
+    ckpt, cfg, specs = read_checkpoint(path, Stage1Config, "Stage I")
     vocab = Vocabulary.from_labels(cfg.kind, ckpt["vocab"])
-    specs = [PropertySpec(**s) for s in ckpt["properties"]]
     model = CompositionGPT(cfg, vocab, specs)
     model.load_state_dict(ckpt["model"])
     model.eval()
@@ -176,11 +164,15 @@ def train(
         if unexpected or any(not k.startswith("adapter.") for k in missing):
             raise ValueError(f"{init}: not a compatible {cfg.kind} Stage I checkpoint")
         log(f"initialised from {init}")
+    if isinstance(data, pd.DataFrame):
+        source = f"DataFrame of {len(data)} rows"
+    else:
+        source = str(data) if data is not None else "bundled training pool"
     write_run_record(
         out_dir,
         cfg.to_dict(),
         cfg.seed,
-        data=str(data) if data else "bundled pool",
+        data=source,
         init=str(init) if init else None,
         n_params=model.n_params(),
     )

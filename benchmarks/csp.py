@@ -1,0 +1,126 @@
+"""Crystal-structure prediction on an MP-20-format CSV (DiffCSP's protocol).
+
+    python benchmarks/csp.py [--csv FILE] [--n 200] [--samples 1 20] [--steps 1000 100]
+                             [--checkpoint CKPT] [--curve RUN_DIR] [--curve-steps 100]
+
+For each row, generate structures from its cell composition and compare them with the true
+one with pymatgen StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3). A row matches when
+any of its k samples matches; RMSE is that of the best match. Without --csv the dev split
+of the bundled pool is used (the MP-20 test split is never bundled: pass its path).
+--curve evaluates the EMA snapshots of a training run (ema_epochNNNN.pt) to draw the match
+rate against CPU-hours of training. Prints every figure; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from pymatgen.analysis.structure_matcher import StructureMatcher
+
+from crysvcd.datasets import load_csv_or_pool, structure_from_cif
+from crysvcd.pipeline import structure_summary
+from crysvcd.stage2.sample import SamplerSettings, StructureSampler
+from crysvcd.stage2.train import load_model, shipped_checkpoint
+
+warnings.filterwarnings("ignore")
+MATCHER = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+
+
+def evaluate(sampler, truths, k: int, settings: SamplerSettings, seed: int) -> dict:
+    comps = [s.composition for s in truths for _ in range(k)]
+    t0 = time.perf_counter()
+    preds = sampler.sample(comps, settings, seed=seed)
+    seconds = time.perf_counter() - t0
+    matched, rms, valid = 0, [], []
+    for i, truth in enumerate(truths):
+        best = None
+        for pred in preds[i * k : (i + 1) * k]:
+            ok = structure_summary(pred)["valid"]
+            valid.append(ok)
+            if not ok:
+                continue
+            try:
+                r = MATCHER.get_rms_dist(pred, truth)
+            except Exception:
+                r = None
+            if r is not None and (best is None or r[0] < best):
+                best = r[0]
+        if best is not None:
+            matched += 1
+            rms.append(best)
+    return {
+        "match_rate": matched / len(truths),
+        "rmse": float(np.mean(rms)) if rms else float("nan"),
+        "valid": float(np.mean(valid)),
+        "sec_per_structure": seconds / len(preds),
+    }
+
+
+def line(label: str, r: dict) -> str:
+    return (
+        f"{label}: match {100 * r['match_rate']:.1f} %  RMSE {r['rmse']:.4f}  "
+        f"valid {100 * r['valid']:.1f} %  {r['sec_per_structure']:.3f} s/structure"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--csv", help="MP-20-format CSV (default: dev split of the bundled pool)")
+    ap.add_argument("--n", type=int, default=200, help="rows evaluated (first n, seeded order)")
+    ap.add_argument("--samples", type=int, nargs="+", default=[1, 20])
+    ap.add_argument("--steps", type=int, nargs="+", default=[1000, 100])
+    ap.add_argument("--k20-steps", type=int, default=100, help="steps used for k > 1 samples")
+    ap.add_argument("--checkpoint", help="Stage II checkpoint (default: shipped)")
+    ap.add_argument("--curve", help="training run folder: evaluate its EMA snapshots")
+    ap.add_argument("--curve-steps", type=int, default=100)
+    ap.add_argument("--curve-n", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    df = load_csv_or_pool(args.csv, split=None if args.csv else "dev")
+    df = df.sample(frac=1.0, random_state=args.seed).head(args.n)
+    truths = [structure_from_cif(c) for c in df["cif"]]
+    source = args.csv or "bundled pool, dev split"
+    ckpt = Path(args.checkpoint) if args.checkpoint else shipped_checkpoint()
+    print(f"data: {source}, {len(truths)} materials; checkpoint: {ckpt}")
+
+    if args.curve:
+        snaps = sorted(Path(args.curve).glob("ema_epoch*.pt"))
+        print(
+            f"\n== match rate vs CPU-hours ({len(snaps)} snapshots, first {args.curve_n} rows, "
+            f"{args.curve_steps} steps, 1 sample) =="
+        )
+        for snap in snaps:
+            state = torch.load(snap, map_location="cpu", weights_only=False)["state"]
+            sampler = StructureSampler(load_model(snap))
+            r = evaluate(
+                sampler,
+                truths[: args.curve_n],
+                1,
+                SamplerSettings(steps=args.curve_steps),
+                args.seed,
+            )
+            print(line(f"epoch {state['epoch']:4d}, {state['hours']:.2f} h", r))
+
+    sampler = StructureSampler(load_model(ckpt))
+    print("\n== CSP, 1 sample per composition ==")
+    for steps in args.steps:
+        r = evaluate(sampler, truths, 1, SamplerSettings(steps=steps), args.seed)
+        print(line(f"{steps} steps, predictor-corrector", r))
+    for k in args.samples:
+        if k == 1:
+            continue
+        print(f"\n== CSP, {k} samples per composition ({args.k20_steps} steps) ==")
+        r = evaluate(sampler, truths, k, SamplerSettings(steps=args.k20_steps), args.seed)
+        print(line(f"k={k}", r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Stage II: crystal-structure diffusion given the composition (DiffCSP-style)."""

@@ -1,0 +1,156 @@
+"""Reverse diffusion: structures for given compositions.
+
+With ``steps == T`` this is DiffCSP's predictor-corrector sampler: each step first takes a
+Langevin corrector step on the coordinates, then the ancestral predictor step on lattice
+(DDPM) and coordinates (reverse variance-exploding SDE on the torus). With fewer steps the
+same updates jump between strided times t -> s: the lattice uses the exact DDPM posterior
+q(L_s | L_t, L_0 = predicted), the coordinates the ancestral step from sigma_t to sigma_s.
+Classifier-free guidance mixes the conditional and unconditional predictions,
+w * cond + (1 - w) * uncond.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from pymatgen.core import Composition, Lattice, Structure
+
+from crysvcd.conditioning import parse_conditions
+from crysvcd.stage2.batch import Crystal, collate, composition_atoms
+from crysvcd.stage2.cspnet import CSPNet
+from crysvcd.stage2.schedules import Schedules
+from crysvcd.stage2.train import load_model, shipped_checkpoint
+
+
+@dataclass
+class SamplerSettings:
+    steps: int = 1000
+    corrector: bool = True
+    step_lr: float = 1e-5  # Langevin step scale, DiffCSP's value for MP-20 CSP
+    guidance: float | None = None  # None: the model's configured w
+    batch_size: int = 256
+
+
+def timestep_schedule(timesteps: int, steps: int) -> list[int]:
+    """Descending times T = t_0 > ... > t_{steps-1} >= 1, evenly strided."""
+    if not 1 <= steps <= timesteps:
+        raise ValueError(f"steps must be in 1..{timesteps}, got {steps}")
+    ts = np.linspace(timesteps, 1, steps).round().astype(int)
+    return sorted(set(ts.tolist()), reverse=True)
+
+
+class StructureSampler:
+    def __init__(self, model: CSPNet):
+        self.model = model.eval()
+        cfg = model.cfg
+        self.sched = Schedules(cfg.timesteps, cfg.sigma_begin, cfg.sigma_end)
+
+    def _predict(self, t, frac, lattice, batch, props, w):
+        if props is None:
+            return self.model(t, frac, lattice, batch, None)
+        pl_c, px_c = self.model(t, frac, lattice, batch, props)
+        pl_u, px_u = self.model(t, frac, lattice, batch, torch.full_like(props, float("nan")))
+        return w * pl_c + (1 - w) * pl_u, w * px_c + (1 - w) * px_u
+
+    @torch.no_grad()
+    def _run(self, crystals: list[Crystal], props, s: SamplerSettings, gen) -> list[Structure]:
+        sch = self.sched
+        batch = collate(crystals, 0)
+        n, b = len(batch.atom_types), batch.n_crystals
+        w = self.model.cfg.guidance if s.guidance is None else s.guidance
+        frac = torch.rand(n, 3, generator=gen)
+        lattice = torch.randn(b, 3, 3, generator=gen)
+        ts = timestep_schedule(sch.timesteps, s.steps)
+        for i, t in enumerate(ts):
+            prev = ts[i + 1] if i + 1 < len(ts) else 0
+            tt = torch.full((b,), t, dtype=torch.long)
+            sigma_t, sigma_s = sch.sigmas[t], sch.sigmas[prev]
+            norm = sch.sigmas_norm[t].sqrt()
+            if s.corrector:
+                step = s.step_lr * (sigma_t / sch.sigmas[1]) ** 2
+                _, px = self._predict(tt, frac, lattice, batch, props, w)
+                noise = torch.randn(frac.shape, generator=gen)
+                frac = torch.remainder(frac + step * px * norm + (2 * step).sqrt() * noise, 1.0)
+            pl, px = self._predict(tt, frac, lattice, batch, props, w)
+            # coordinates: ancestral step of the reverse VE SDE from sigma_t to sigma_s
+            var = sigma_t**2 - sigma_s**2
+            std = (sigma_s**2 * var / sigma_t**2).sqrt()
+            noise = torch.randn(frac.shape, generator=gen)
+            frac = torch.remainder(frac + var * px * norm + std * noise, 1.0)
+            # lattice: DDPM posterior q(L_s | L_t, L0_hat)
+            ab_t, ab_s = sch.alphas_bar[t], sch.alphas_bar[prev]
+            l0 = (lattice - (1 - ab_t).sqrt() * pl) / ab_t.sqrt()
+            beta_ts = 1 - ab_t / ab_s
+            mean = (ab_s.sqrt() * beta_ts / (1 - ab_t)) * l0 + (
+                (1 - beta_ts).sqrt() * (1 - ab_s) / (1 - ab_t)
+            ) * lattice
+            if prev > 0:
+                sd = ((1 - ab_s) / (1 - ab_t) * beta_ts).sqrt()
+                lattice = mean + sd * torch.randn(lattice.shape, generator=gen)
+            else:
+                lattice = mean
+        out = []
+        start = 0
+        for k, c in enumerate(crystals):
+            m = len(c.atom_types)
+            species = [int(z) for z in c.atom_types]
+            lat = Lattice(lattice[k].numpy().astype(float))
+            out.append(Structure(lat, species, frac[start : start + m].numpy().astype(float)))
+            start += m
+        return out
+
+    def sample(
+        self,
+        compositions: list[Composition],
+        settings: SamplerSettings | None = None,
+        seed: int = 0,
+        conditions: dict[str, float] | list[str] | None = None,
+    ) -> list[Structure]:
+        """One structure per composition (repeat a composition to get several)."""
+        s = settings or SamplerSettings()
+        max_atoms = self.model.cfg.max_atoms
+        crystals = []
+        for comp in compositions:
+            types = composition_atoms(Composition(comp))
+            if len(types) > max_atoms:
+                raise ValueError(f"{comp}: {len(types)} atoms, more than the model's {max_atoms}")
+            if len(types) == 0:
+                raise ValueError("empty composition")
+            crystals.append(Crystal(types, np.zeros((len(types), 3)), np.eye(3)))
+        conds = parse_conditions(conditions, self.model.properties)
+        gen = torch.Generator().manual_seed(seed)
+        out: list[Structure] = []
+        for i in range(0, len(crystals), s.batch_size):
+            chunk = crystals[i : i + s.batch_size]
+            props = None
+            if conds:
+                row = [
+                    spec.encode_target(conds[spec.name]) if spec.name in conds else float("nan")
+                    for spec in self.model.properties
+                ]
+                props = torch.tensor(row, dtype=torch.float32).expand(len(chunk), -1).clone()
+            out.extend(self._run(chunk, props, s, gen))
+        return out
+
+
+@cache
+def _sampler(path: str) -> StructureSampler:
+    return StructureSampler(load_model(path))
+
+
+def predict_structures(
+    compositions: list[Composition | str],
+    steps: int = 1000,
+    seed: int = 0,
+    conditions: dict[str, float] | list[str] | None = None,
+    checkpoint: str | Path | None = None,
+) -> list[Structure]:
+    """Crystal-structure prediction with the shipped (or a given) Stage II model."""
+    path = Path(checkpoint) if checkpoint else shipped_checkpoint()
+    sampler = _sampler(str(path))
+    settings = SamplerSettings(steps=steps)
+    return sampler.sample([Composition(c) for c in compositions], settings, seed, conditions)

@@ -1,0 +1,63 @@
+import pandas as pd
+import pytest
+from ase.io import read
+from pymatgen.core import Structure
+
+from crysvcd.cli import main
+from crysvcd.pipeline import GenerateConfig, generate
+
+
+def test_generate_from_formulas_writes_everything(tiny_run, tmp_path):
+    ckpt, _ = tiny_run
+    cfg = GenerateConfig(
+        formulas=["NaCl", "Fe3O4"],
+        samples_per_formula=2,
+        steps=10,
+        stage2=str(ckpt / "best.pt"),
+        chunk=3,
+    )
+    out = tmp_path / "res"
+    structures = generate(cfg, out, progress=False)
+    assert len(structures) == 4
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["formula"]) == ["NaCl", "NaCl", "Fe3O4", "Fe3O4"]
+    assert {"valence_tokens", "space_group", "density", "n_atoms", "min_distance"} <= set(
+        summary.columns
+    )
+    assert summary["valence_tokens"][2] == "Fe2+x1 Fe3+x2 O2-x4"
+    for f in summary["file"]:
+        s = Structure.from_file(out / f)
+        assert len(s) in (2, 7)
+    assert len(read(out / "structures.extxyz", index=":")) == 4
+    assert (out / "run.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--formula", "Xx2O"], "unknown element"),
+        (["--formula", "Na11Cl11"], "at most 20"),
+        (["--formula", "KO2"], "no charge-neutral"),
+        (["--formula", "NaCl", "--condition", "band_gap=high"], "not a number"),
+        (["--formula", "NaCl", "--condition", "band_gap=1"], "unknown property"),
+    ],
+)
+def test_bad_input_writes_nothing(tiny_run, tmp_path, capsys, args, message):
+    ckpt, _ = tiny_run
+    out = tmp_path / "res"
+    code = main(
+        [
+            "generate",
+            "--out",
+            str(out),
+            "--steps",
+            "5",
+            "--quiet",
+            "--stage2-checkpoint",
+            str(ckpt / "best.pt"),
+            *args,
+        ]
+    )
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
