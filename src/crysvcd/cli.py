@@ -104,6 +104,25 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    from crysvcd.evaluate.runner import EvaluateConfig, evaluate
+
+    cfg = EvaluateConfig(
+        mlip=args.mlip,
+        model_path=args.model_path,
+        ehull=args.ehull,
+        fmax=args.fmax,
+        steps=args.steps,
+        optimizer=args.optimizer,
+        timeout=args.timeout,
+    )
+    table = evaluate(args.source, cfg, db=args.db, progress=not args.quiet)
+    ok = int((table.get("status") == "ok").sum()) if len(table) else 0
+    print(f"{ok}/{len(table)} structures labelled; table in labels.csv beside the database")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crysvcd", description="Valence-constrained crystal generation."
@@ -150,6 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage2-checkpoint", help="a Stage II checkpoint (default: shipped)")
     p.add_argument("--out", default="results", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="relax with an MLIP and label (energy, Ehull)")
+    p.add_argument("source", help="folder of CIFs (or a generate output), extxyz, or ASE db")
+    p.add_argument("--mlip", default="sevennet", choices=["sevennet", "chgnet", "mattersim", "emt"])
+    p.add_argument("--model-path", help="weights file (required for mattersim)")
+    p.add_argument("--ehull", action="store_true", help="energy above the MP hull (MP2020)")
+    p.add_argument("--fmax", type=float, default=0.01)
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--optimizer", choices=["FIRE", "BFGS"], default="FIRE")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per structure")
+    p.add_argument("--db", help="ASE database path or PostgreSQL URL (default: labels.db)")
+    p.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -158,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"crysvcd {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,1 @@
+"""Labels for generated crystals: MLIP relaxation, energy above hull, phonons, kappa, epsilon."""

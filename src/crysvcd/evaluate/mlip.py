@@ -1,0 +1,58 @@
+"""MLIP backends as ASE calculators. Nothing is downloaded: weights ship inside the wheels.
+
+| name | package | weights | licence | notes |
+|---|---|---|---|---|
+| sevennet | sevenn | 7net-0, inside the wheel | GPL-3.0 | smooth forces: use for phonons |
+| chgnet | chgnet | inside the wheel | BSD-3 | relaxations, energies; forces too rough for phonons |
+| mattersim | mattersim | a checkpoint file the user has | MIT | only with ``model_path`` |
+| emt | ase | none (analytic) | LGPL-2.1 | toy potential for Al, Cu, Ag, Au, Ni, Pd, Pt (tests) |
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from ase.calculators.calculator import Calculator
+
+BACKENDS = ("sevennet", "chgnet", "mattersim", "emt")
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's package or weights are not installed."""
+
+
+@cache
+def _cached(name: str, model_path: str | None) -> Calculator:
+    if name == "sevennet":
+        try:
+            from sevenn.calculator import SevenNetCalculator
+        except ImportError as exc:
+            raise BackendUnavailable("sevennet needs 'pip install sevenn' (crysvcd[mlip])") from exc
+        return SevenNetCalculator(model_path or "7net-0", device="cpu")
+    if name == "chgnet":
+        try:
+            from chgnet.model.dynamics import CHGNetCalculator
+        except ImportError as exc:
+            raise BackendUnavailable("chgnet needs 'pip install chgnet'") from exc
+        return CHGNetCalculator(use_device="cpu")
+    if name == "mattersim":
+        if not model_path or not Path(model_path).exists():
+            raise BackendUnavailable(
+                "mattersim needs its checkpoint file: pass model_path (no weights are downloaded)"
+            )
+        try:
+            from mattersim.forcefield import MatterSimCalculator
+        except ImportError as exc:
+            raise BackendUnavailable("mattersim needs 'pip install mattersim'") from exc
+        return MatterSimCalculator(load_path=str(model_path), device="cpu")
+    from ase.calculators.emt import EMT
+
+    return EMT()
+
+
+def get_calculator(name: str = "sevennet", model_path: str | Path | None = None) -> Calculator:
+    """An ASE calculator for ``name``; one instance per backend and weights file."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown MLIP {name!r}; choose from {', '.join(BACKENDS)}")
+    return _cached(name, str(model_path) if model_path else None)

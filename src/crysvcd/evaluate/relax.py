@@ -1,0 +1,85 @@
+"""Relax positions and cell together (ASE FrechetCellFilter) with FIRE or BFGS."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from ase.calculators.calculator import Calculator
+from ase.filters import FrechetCellFilter
+from ase.optimize import BFGS, FIRE
+from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS}
+
+
+class RelaxationFailed(RuntimeError):
+    """Explosion, non-finite energy or a per-structure timeout."""
+
+
+@dataclass
+class RelaxResult:
+    structure: Structure
+    energy: float  # eV, total, of the final structure
+    converged: bool
+    steps: int
+    fmax: float  # largest residual force, eV/A
+    seconds: float
+
+
+def check_structure(structure: Structure) -> None:
+    """Refuse what an MLIP cannot take, with a message naming the problem."""
+    if not isinstance(structure, Structure):
+        raise ValueError("expected a periodic pymatgen Structure (molecules are not supported)")
+    if (
+        not np.isfinite(structure.frac_coords).all()
+        or not np.isfinite(structure.lattice.matrix).all()
+    ):
+        raise ValueError(f"{structure.formula}: coordinates or lattice contain NaN or inf")
+    if structure.volume < 0.1:
+        raise ValueError(
+            f"{structure.formula}: cell volume {structure.volume:.3g} A^3 is degenerate"
+        )
+
+
+def relax(
+    structure: Structure,
+    calculator: Calculator,
+    fmax: float = 0.01,
+    steps: int = 500,
+    optimizer: str = "FIRE",
+    timeout: float | None = None,
+) -> RelaxResult:
+    """Relax ``structure``; a run that hits ``steps`` returns ``converged=False``."""
+    check_structure(structure)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = calculator
+    volume0 = atoms.get_volume()
+    start = time.perf_counter()
+    opt = OPTIMIZERS[optimizer](FrechetCellFilter(atoms), logfile=None)
+
+    def watchdog() -> None:
+        if timeout is not None and time.perf_counter() - start > timeout:
+            raise RelaxationFailed(f"timeout after {timeout:.0f} s")
+        if not 0.1 < atoms.get_volume() / volume0 < 10:
+            raise RelaxationFailed("explosion: cell volume changed more than tenfold")
+
+    opt.attach(watchdog, interval=1)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    energy = float(atoms.get_potential_energy())
+    if not math.isfinite(energy):
+        raise RelaxationFailed("non-finite energy")
+    forces = FrechetCellFilter(atoms).get_forces()
+    return RelaxResult(
+        structure=AseAtomsAdaptor.get_structure(atoms),
+        energy=energy,
+        converged=converged,
+        steps=int(opt.nsteps),
+        fmax=float(np.sqrt((forces**2).sum(1)).max()),
+        seconds=time.perf_counter() - start,
+    )
