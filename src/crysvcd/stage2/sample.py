@@ -25,6 +25,8 @@ from crysvcd.stage2.cspnet import CSPNet
 from crysvcd.stage2.schedules import Schedules
 from crysvcd.stage2.train import load_model, shipped_checkpoint
 
+LATTICE_CLIP = 50.0  # Angstrom; the largest |lattice entry| in the training pool is 45.4
+
 
 @dataclass
 class SamplerSettings:
@@ -83,7 +85,12 @@ class StructureSampler:
             frac = torch.remainder(frac + var * px * norm + std * noise, 1.0)
             # lattice: DDPM posterior q(L_s | L_t, L0_hat)
             ab_t, ab_s = sch.alphas_bar[t], sch.alphas_bar[prev]
-            l0 = (lattice - (1 - ab_t).sqrt() * pl) / ab_t.sqrt()
+            # Clip the predicted clean lattice, as DDPM samplers clip x0: near t = T the
+            # cosine schedule's alpha_bar is ~1e-9 and dividing by it amplifies any error
+            # in the predicted noise into lattices of kilometres.
+            l0 = ((lattice - (1 - ab_t).sqrt() * pl) / ab_t.sqrt()).clamp(
+                -LATTICE_CLIP, LATTICE_CLIP
+            )
             beta_ts = 1 - ab_t / ab_s
             mean = (ab_s.sqrt() * beta_ts / (1 - ab_t)) * l0 + (
                 (1 - beta_ts).sqrt() * (1 - ab_s) / (1 - ab_t)
