@@ -60,6 +60,7 @@ def test_sampling_is_neutral_and_follows_the_rules(tiny_ionic):
     for f in formulas:
         assert f.charge == 0
         assert 1 <= f.n_atoms <= 20
+        assert f.composition.num_atoms == f.n_atoms
         species = [(t.element, t.valence) for t in f.tokens]
         assert len(species) == len(set(species))
         by_el = {}
@@ -116,3 +117,13 @@ def test_reachability_table():
     assert not reach[1, 3, off + 6]  # no +2 or +3 species
     assert not torch.any(reach[0, :, off + 1])
     assert not torch.any(reachable_charges([-4], 2, 3)[2, 3, off + 1 :])
+
+
+def test_mixed_valence_composition():
+    from crysvcd.chem.valence import ValenceToken
+    from crysvcd.stage1.sample import GeneratedFormula
+
+    f = GeneratedFormula(
+        (ValenceToken("Fe", 2, 1), ValenceToken("Fe", 3, 2), ValenceToken("O", -2, 4)), "ionic"
+    )
+    assert f.cell_formula == "Fe3O4" and f.n_atoms == 7 and f.charge == 0

@@ -45,9 +45,10 @@ class GeneratedFormula:
 
     @property
     def composition(self) -> Composition:
-        return Composition({t.element: 0 for t in self.tokens}) + Composition(
-            {t.element: t.count for t in self.tokens}
-        )
+        counts: dict[str, int] = {}
+        for t in self.tokens:  # mixed valence: one element, several tokens
+            counts[t.element] = counts.get(t.element, 0) + t.count
+        return Composition(counts)
 
     @property
     def cell_formula(self) -> str:
