@@ -80,6 +80,12 @@ def main() -> None:
     ap.add_argument("--curve", help="training run folder: evaluate its EMA snapshots")
     ap.add_argument("--curve-steps", type=int, default=100)
     ap.add_argument("--curve-n", type=int, default=100)
+    ap.add_argument(
+        "--hours-offset",
+        type=float,
+        default=0.0,
+        help="training hours before the run's start (a run initialised from a checkpoint)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -108,7 +114,8 @@ def main() -> None:
                 SamplerSettings(steps=args.curve_steps),
                 args.seed,
             )
-            print(line(f"epoch {state['epoch']:4d}, {state['hours']:.2f} h", r))
+            hours = state["hours"] + args.hours_offset
+            print(line(f"epoch {state['epoch']:4d}, {hours:.2f} h", r))
 
     sampler = StructureSampler(load_model(ckpt))
     print(f"\n== CSP, 1 sample per composition, {len(truths)} rows ==")

@@ -1,30 +1,41 @@
-"""Energy-above-hull calibration and relaxation speed.
+"""Energy-above-hull calibration, phonon checks and relaxation speed.
 
-    python benchmarks/stability.py [--n-dev 300] [--n-unstable 40]
+    python benchmarks/stability.py [--sections reference mlip phonons speed]
+        [--n-dev 300] [--n-unstable 40]
         [--unstable-csv ../shared/data/mpts52_partial/mpts52_val.csv.gz]
-        [--mlip sevennet] [--fmax 0.02] [--reference-only]
+        [--mlip sevennet] [--fmax 0.01] [--workers 2] [--supercell-length 20] [--n-speed 16]
 
-1. Reference only: each material's own DFT formation energy placed on the offline hull with
-   its own entry removed, against MP's e_above_hull. This checks the hull machinery.
-2. MLIP: relax each structure (FrechetCellFilter + FIRE), MP2020-correct the energy, and
+1. reference: each material's own DFT formation energy placed on the offline hull with its
+   own entry removed, against MP's e_above_hull. This checks the hull machinery.
+2. mlip: relax each structure (FrechetCellFilter + FIRE), MP2020-correct the energy, and
    place it on the hull without its own entry. MAE of Ehull and accuracy of the call
    "Ehull < 0.1 eV/atom", on dev-split MP-20 structures and on unstable MPTS-52 entries
    (MP Ehull 0.1-0.7; MP-20 labels are all below 0.08 and cannot show that unstable crystals
-   are caught). Structures per minute of the one-by-one relaxation loop.
+   are caught).
+3. phonons: Si, NaCl and GaN must have no imaginary mode; cubic BaTiO3 (a textbook
+   ferroelectric instability) must have some.
+4. speed: structures per minute of the plain one-by-one ASE loop (one process, all cores)
+   against ``--workers`` processes of one thread each, on the same structures.
 Prints every figure; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
 import numpy as np
+from ase.build import bulk
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd.datasets import read_mp20_csv, structure_from_cif, training_pool
 from crysvcd.evaluate.hull import corrected_formation_energy, e_above_hull
 from crysvcd.evaluate.mlip import get_calculator
+from crysvcd.evaluate.parallel import map_structures
+from crysvcd.evaluate.phonons import PhononSettings, phonon_stability
 from crysvcd.evaluate.relax import relax
 
 warnings.filterwarnings("ignore")
@@ -40,22 +51,22 @@ def report(label: str, pred: list[float], true: list[float]) -> None:
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n-dev", type=int, default=300)
-    ap.add_argument("--n-unstable", type=int, default=40)
-    ap.add_argument("--unstable-csv", default="../shared/data/mpts52_partial/mpts52_val.csv.gz")
-    ap.add_argument("--mlip", default="sevennet")
-    ap.add_argument("--fmax", type=float, default=0.02)
-    ap.add_argument("--steps", type=int, default=500)
-    ap.add_argument("--reference-only", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+def _ehull_without_own_entry(item: tuple, calc) -> tuple[float, bool]:
+    material_id, structure, fmax, steps = item
+    r = relax(structure, calc, fmax=fmax, steps=steps)
+    ef = corrected_formation_energy(r.structure, r.energy)
+    return e_above_hull(r.structure.composition, ef, exclude=(material_id,)), r.converged
 
+
+def _relax_only(item: tuple, calc) -> bool:
+    structure, fmax, steps = item
+    return relax(structure, calc, fmax=fmax, steps=steps).converged
+
+
+def load_sets(args) -> dict:
     dev = training_pool("dev")
     dev = dev[dev["source"] != "mpts52_mp20like.csv.gz"].sample(frac=1, random_state=args.seed)
-    dev = dev.head(args.n_dev)
-    sets = {"MP-20 dev split": dev}
+    sets = {"MP-20 dev split": dev.head(args.n_dev)}
     try:
         uns = read_mp20_csv(args.unstable_csv)
         uns = uns[
@@ -66,7 +77,10 @@ def main() -> None:
         ).head(args.n_unstable)
     except FileNotFoundError:
         print(f"(no {args.unstable_csv}: skipping the unstable set)")
+    return sets
 
+
+def section_reference(sets: dict) -> None:
     print("== 1. reference only: own DFT formation energy, own entry removed ==")
     for name, df in sets.items():
         pred = [
@@ -76,34 +90,117 @@ def main() -> None:
             )
         ]
         report(name, pred, list(df["e_above_hull"]))
-    if args.reference_only:
-        return
 
-    calc = get_calculator(args.mlip)
+
+def section_mlip(sets: dict, args) -> None:
     print(
         f"\n== 2. {args.mlip}: relax (FIRE, fmax {args.fmax}, <= {args.steps} steps), "
-        f"MP2020, hull without own entry =="
+        f"MP2020, hull without own entry; {args.workers} worker process(es) =="
     )
     for name, df in sets.items():
+        items = [
+            (m, structure_from_cif(cif), args.fmax, args.steps)
+            for m, cif in zip(df["material_id"], df["cif"])
+        ]
+        truth = list(df["e_above_hull"])
         pred, true, unconverged, failed = [], [], 0, 0
         t0 = time.perf_counter()
-        for m, cif, eh in zip(df["material_id"], df["cif"], df["e_above_hull"]):
-            s = structure_from_cif(cif)
-            try:
-                r = relax(s, calc, fmax=args.fmax, steps=args.steps)
-                ef = corrected_formation_energy(r.structure, r.energy)
-                pred.append(e_above_hull(r.structure.composition, ef, exclude=(m,)))
-                true.append(eh)
-                unconverged += not r.converged
-            except Exception as exc:  # counted and named, never silently dropped
+        results = map_structures(_ehull_without_own_entry, items, args.mlip, None, args.workers)
+        for i, res in results:
+            if isinstance(res, Exception):  # counted and named, never silently dropped
                 failed += 1
-                print(f"  {m}: {type(exc).__name__}: {exc}")
+                print(f"  {items[i][0]}: {type(res).__name__}: {res}")
+                continue
+            pred.append(res[0])
+            true.append(truth[i])
+            unconverged += not res[1]
         minutes = (time.perf_counter() - t0) / 60
         report(name, pred, true)
         print(
-            f"  {unconverged} not converged, {failed} failed; "
-            f"{len(df) / minutes:.1f} structures/min (one-by-one ASE loop, 2 CPU cores)"
+            f"  {unconverged} not converged (kept), {failed} failed; "
+            f"{len(items) / minutes:.1f} structures/min"
         )
+
+
+def phonon_cases() -> dict[str, Structure]:
+    to_s = AseAtomsAdaptor.get_structure
+    batio3 = Structure(
+        Lattice.cubic(4.0),
+        ["Ba", "Ti", "O", "O", "O"],
+        [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+    )
+    return {
+        "Si (diamond)": to_s(bulk("Si", "diamond", a=5.43)),
+        "NaCl (rock salt)": to_s(bulk("NaCl", "rocksalt", a=5.64)),
+        "GaN (wurtzite)": to_s(bulk("GaN", "wurtzite", a=3.19, c=5.19)),
+        "BaTiO3 (cubic, expected unstable)": batio3,
+    }
+
+
+def section_phonons(args) -> None:
+    settings = PhononSettings(supercell_min_length=args.supercell_length)
+    print(
+        f"\n== 3. phonons with {args.mlip}: relax to fmax 0.003 (<= 200 steps), supercell "
+        f">= {settings.supercell_min_length} A, displacement {settings.displacement} A, "
+        f"mesh {settings.mesh}, threshold {settings.threshold} THz =="
+    )
+    calc = get_calculator(args.mlip)
+    for name, s in phonon_cases().items():
+        r = relax(s, calc, fmax=0.003, steps=200)
+        p = phonon_stability(r.structure, calc, settings)
+        print(
+            f"{name}: relax converged {r.converged}; {'stable' if p.stable else 'UNSTABLE'}, "
+            f"min frequency {p.min_frequency:+.3f} THz, {p.n_imaginary} imaginary (q, band), "
+            f"supercell {p.supercell} = {p.supercell_atoms} atoms, "
+            f"{p.n_displacements} displacements, {p.seconds:.1f} s"
+        )
+
+
+def section_speed(sets: dict, args) -> None:
+    df = next(iter(sets.values())).tail(args.n_speed)
+    items = [(structure_from_cif(c), args.fmax, args.steps) for c in df["cif"]]
+    print(
+        f"\n== 4. relaxation speed, {len(items)} MP-20 dev structures, fmax {args.fmax}, "
+        f"{os.cpu_count()} CPU cores =="
+    )
+    for workers in (1, args.workers):
+        t0 = time.perf_counter()
+        results = [r for _, r in map_structures(_relax_only, items, args.mlip, None, workers)]
+        minutes = (time.perf_counter() - t0) / 60
+        label = "plain one-by-one ASE loop, 1 process" if workers == 1 else f"{workers} processes"
+        fails = sum(isinstance(r, Exception) for r in results)
+        print(f"{label}: {len(items) / minutes:.1f} structures/min ({fails} failed)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument(
+        "--sections",
+        nargs="+",
+        default=["reference", "mlip", "phonons", "speed"],
+        choices=["reference", "mlip", "phonons", "speed"],
+    )
+    ap.add_argument("--n-dev", type=int, default=300)
+    ap.add_argument("--n-unstable", type=int, default=40)
+    ap.add_argument("--unstable-csv", default="../shared/data/mpts52_partial/mpts52_val.csv.gz")
+    ap.add_argument("--mlip", default="sevennet")
+    ap.add_argument("--fmax", type=float, default=0.01)
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--supercell-length", type=float, default=20.0)
+    ap.add_argument("--n-speed", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    sets = load_sets(args)
+    if "reference" in args.sections:
+        section_reference(sets)
+    if "mlip" in args.sections:
+        section_mlip(sets, args)
+    if "phonons" in args.sections:
+        section_phonons(args)
+    if "speed" in args.sections:
+        section_speed(sets, args)
 
 
 if __name__ == "__main__":

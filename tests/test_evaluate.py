@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from ase.build import bulk
+from ase.db import connect
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -8,6 +9,12 @@ from crysvcd.cli import main
 from crysvcd.datasets import training_pool
 from crysvcd.evaluate.hull import corrected_formation_energy, e_above_hull, unreliable
 from crysvcd.evaluate.mlip import get_calculator
+from crysvcd.evaluate.phonons import (
+    PhononSettings,
+    PhononSkipped,
+    phonon_stability,
+    supercell_repeats,
+)
 from crysvcd.evaluate.relax import RelaxationFailed, relax
 from crysvcd.evaluate.runner import EvaluateConfig, evaluate
 
@@ -94,3 +101,62 @@ def test_sevennet_backend_if_installed():
     atoms = bulk("Si", "diamond", a=5.43)
     atoms.calc = calc
     assert -12 < atoms.get_potential_energy() / len(atoms) < -4
+
+
+def _relaxed(structure, fmax=1e-4):
+    return relax(structure, get_calculator("emt"), fmax=fmax, steps=300).structure
+
+
+def test_phonons_stable_and_unstable_cells():
+    small = PhononSettings(supercell_min_length=7.0, mesh=(4, 4, 4))
+    fcc = phonon_stability(_relaxed(cu()), get_calculator("emt"), small)
+    assert fcc.stable and fcc.n_imaginary == 0 and fcc.min_frequency > 0.5
+    assert fcc.frequencies.shape == (fcc.qpoints.shape[0], 3)
+    # Simple cubic Cu is a textbook dynamically unstable cell.
+    sc = _relaxed(Structure(Lattice.cubic(2.4), ["Cu"], [[0, 0, 0]]))
+    unstable = phonon_stability(sc, get_calculator("emt"), small)
+    assert not unstable.stable and unstable.min_frequency < -1.0
+
+
+def test_phonons_skip_when_over_budget():
+    with pytest.raises(PhononSkipped, match="max_supercell_atoms"):
+        phonon_stability(cu(), get_calculator("emt"), PhononSettings(max_supercell_atoms=10))
+    assert supercell_repeats(cu(), 20.0) == (8, 8, 8)
+
+
+def test_evaluate_phonons_in_parallel_workers_and_resume(tmp_path):
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    cu().to(filename=str(folder / "a_cu.cif"))
+    AseAtomsAdaptor.get_structure(bulk("Ni", "fcc", a=3.5)).to(filename=str(folder / "b_ni.cif"))
+    Structure(Lattice.cubic(4.0), ["Fe"], [[0, 0, 0]]).to(filename=str(folder / "c_fe.cif"))
+    cfg = EvaluateConfig(
+        mlip="emt",
+        ehull=False,
+        phonons=True,
+        fmax=0.01,
+        phonon_fmax=1e-3,
+        phonon=PhononSettings(supercell_min_length=6.0, mesh=(3, 3, 3)),
+        workers=2,
+    )
+    table = evaluate(folder, cfg, progress=False).set_index("key")
+    assert bool(table.loc["a_cu", "phonon_stable"]) and bool(table.loc["b_ni", "phonon_stable"])
+    assert table.loc["a_cu", "phonon_displacements"] == 1
+    # EMT has no Fe: recorded as a failure naming the problem, the others are kept.
+    assert table.loc["c_fe", "status"] == "failed" and "Fe" in table.loc["c_fe", "error"]
+    first_ids = {r.key: r.id for r in connect(str(folder / "labels.db")).select()}
+    AseAtomsAdaptor.get_structure(bulk("Al", "fcc", a=4.0)).to(filename=str(folder / "d_al.cif"))
+    evaluate(folder, cfg, progress=False)
+    rows = {r.key: r.id for r in connect(str(folder / "labels.db")).select()}
+    assert set(rows) == {"a_cu", "b_ni", "c_fe", "d_al"}
+    assert all(rows[k] == first_ids[k] for k in first_ids)  # nothing redone
+
+
+def test_evaluate_dielectric_label(tmp_path):
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    cu().to(filename=str(folder / "a_cu.cif"))
+    cfg = EvaluateConfig(mlip="emt", ehull=False, dielectric=True, fmax=0.05)
+    row = evaluate(folder, cfg, progress=False).iloc[0]
+    assert row["status"] == "ok" and 1.0 < row["dielectric_total"] < 1e3
+    assert row["dielectric_log10"] == pytest.approx(np.log10(row["dielectric_total"]))

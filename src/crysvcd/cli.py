@@ -75,6 +75,10 @@ def _train(args: argparse.Namespace) -> int:
         )
         if args.epochs is not None:
             cfg.max_epochs = args.epochs
+        if args.lr is not None:
+            cfg.lr = args.lr
+        if args.min_lr is not None:
+            cfg.min_lr = args.min_lr
         init = args.init or (shipped_checkpoint() if cfg.properties else None)
         result = train(cfg, args.out or "runs/stage2", data=args.data, init=init)
     print(f"best dev loss {result['best_dev_loss']:.4f} after {result['epochs']} epochs")
@@ -106,16 +110,30 @@ def _generate(args: argparse.Namespace) -> int:
 
 @_command("evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
+    from crysvcd.evaluate.phonons import PhononSettings
     from crysvcd.evaluate.runner import EvaluateConfig, evaluate
 
     cfg = EvaluateConfig(
         mlip=args.mlip,
         model_path=args.model_path,
         ehull=args.ehull,
+        phonons=args.phonons,
         fmax=args.fmax,
         steps=args.steps,
         optimizer=args.optimizer,
         timeout=args.timeout,
+        phonon_fmax=args.phonon_fmax,
+        phonon_steps=args.phonon_steps,
+        phonon=PhononSettings(
+            supercell_min_length=args.supercell_length,
+            displacement=args.displacement,
+            mesh=tuple(args.mesh),
+            max_supercell_atoms=args.max_supercell_atoms,
+            timeout=args.timeout,
+        ),
+        dielectric=args.dielectric,
+        dielectric_checkpoint=args.dielectric_checkpoint,
+        workers=args.workers,
     )
     table = evaluate(args.source, cfg, db=args.db, progress=not args.quiet)
     ok = int((table.get("status") == "ok").sum()) if len(table) else 0
@@ -154,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="start from this checkpoint (default with --property: shipped)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--max-hours", type=float, default=None, help="stage2: wall-time budget")
+    p.add_argument("--lr", type=float, default=None, help="stage2: peak learning rate")
+    p.add_argument("--min-lr", type=float, default=None, help="stage2: final learning rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run folder (default runs/stage1_<kind> or runs/stage2)")
 
@@ -170,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("evaluate", help="relax with an MLIP and label (energy, Ehull)")
+    p = sub.add_parser("evaluate", help="relax with an MLIP and label (Ehull, phonons)")
     p.add_argument("source", help="folder of CIFs (or a generate output), extxyz, or ASE db")
     p.add_argument("--mlip", default="sevennet", choices=["sevennet", "chgnet", "mattersim", "emt"])
     p.add_argument("--model-path", help="weights file (required for mattersim)")
@@ -178,7 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fmax", type=float, default=0.01)
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--optimizer", choices=["FIRE", "BFGS"], default="FIRE")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds per structure")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per calculation")
+    p.add_argument("--phonons", action="store_true", help="phonon stability (phonopy)")
+    p.add_argument("--phonon-fmax", type=float, default=0.003, help="relaxation before phonons")
+    p.add_argument("--phonon-steps", type=int, default=200)
+    p.add_argument("--supercell-length", type=float, default=20.0, help="phonon supercell, A")
+    p.add_argument("--displacement", type=float, default=0.01, help="phonon displacement, A")
+    p.add_argument("--mesh", type=int, nargs=3, default=[8, 8, 8], help="phonon q-mesh")
+    p.add_argument("--max-supercell-atoms", type=int, default=2000)
+    p.add_argument("--dielectric", action="store_true", help="e3nn dielectric-constant surrogate")
+    p.add_argument("--dielectric-checkpoint", help="surrogate weights (default: shipped)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (1 thread each)")
     p.add_argument("--db", help="ASE database path or PostgreSQL URL (default: labels.db)")
     p.add_argument("--quiet", action="store_true")
     return parser

@@ -75,8 +75,10 @@ def relax(
     if not math.isfinite(energy):
         raise RelaxationFailed("non-finite energy")
     forces = FrechetCellFilter(atoms).get_forces()
+    final = AseAtomsAdaptor.get_structure(atoms)
     return RelaxResult(
-        structure=AseAtomsAdaptor.get_structure(atoms),
+        # a bare copy: the adaptor's copy keeps the calculator, which cannot be pickled
+        structure=Structure(final.lattice, final.species, final.frac_coords),
         energy=energy,
         converged=converged,
         steps=int(opt.nsteps),

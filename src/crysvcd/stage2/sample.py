@@ -75,7 +75,8 @@ class StructureSampler:
             if s.corrector:
                 step = s.step_lr * (sigma_t / sch.sigmas[1]) ** 2
                 _, px = self._predict(tt, frac, lattice, batch, props, w)
-                noise = torch.randn(frac.shape, generator=gen)
+                # no noise in the last corrector step, as DiffCSP: it would only blur the answer
+                noise = torch.randn(frac.shape, generator=gen) if prev > 0 else 0.0
                 frac = torch.remainder(frac + step * px * norm + (2 * step).sqrt() * noise, 1.0)
             pl, px = self._predict(tt, frac, lattice, batch, props, w)
             # coordinates: ancestral step of the reverse VE SDE from sigma_t to sigma_s

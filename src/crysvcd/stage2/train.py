@@ -89,8 +89,13 @@ def load_model(path: str | Path) -> CSPNet:
     return model.eval()
 
 
-def _lr(epoch_frac: float, cfg: Stage2Config) -> float:
-    frac = min(1.0, epoch_frac / max(1, cfg.max_epochs))
+def _lr(epoch_frac: float, seconds: float, cfg: Stage2Config) -> float:
+    """Cosine from ``lr`` to ``min_lr`` over the budget, epochs or hours, whichever ends first:
+    a wall-time-limited run still ends on a small learning rate."""
+    frac = epoch_frac / max(1, cfg.max_epochs)
+    if cfg.max_hours:
+        frac = max(frac, seconds / (cfg.max_hours * 3600))
+    frac = min(1.0, frac)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
@@ -184,7 +189,9 @@ def train(
                 n_props,
             )
             for group in opt.param_groups:
-                group["lr"] = _lr(state["epoch"] + b / n_batches, cfg)
+                group["lr"] = _lr(
+                    state["epoch"] + b / n_batches, state["seconds"] + time.time() - t0, cfg
+                )
             loss, parts = diffusion_loss(model, sched, batch, gen, cfg.cond_drop)
             opt.zero_grad(set_to_none=True)
             loss.backward()

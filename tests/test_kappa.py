@@ -1,0 +1,135 @@
+"""kappa_L with phono3py, on EMT crystals small enough to run in seconds."""
+
+import math
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.calculator import Calculator, all_changes
+from pymatgen.core import Lattice, Molecule, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+from crysvcd.evaluate.kappa import (
+    KappaResult,
+    KappaSettings,
+    KappaSkipped,
+    choose_supercell_matrix,
+    kappa_plan,
+    lattice_thermal_conductivity,
+    relax_for_kappa,
+)
+from crysvcd.evaluate.mlip import get_calculator
+
+# small and coarse on purpose: 36-atom supercells, 7x7x7 mesh
+FAST = dict(supercell_min_length=6.0, mesh=[7, 7, 7], budget_s=120)
+
+
+@pytest.fixture(scope="module")
+def emt():
+    return get_calculator("emt")
+
+
+@pytest.fixture(scope="module")
+def cuau(emt):
+    """L1_0 CuAu (P4/mmm, 2 atoms), relaxed with EMT with its symmetry kept."""
+    atoms = Atoms(
+        "CuAu", cell=[2.8, 2.8, 3.7], scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], pbc=True
+    )
+    result = relax_for_kappa(AseAtomsAdaptor.get_structure(atoms), emt, fmax=1e-4)
+    assert result.converged and result.fmax < 1e-4
+    return result.structure
+
+
+@pytest.fixture(scope="module")
+def fd_result(cuau, emt):
+    return lattice_thermal_conductivity(cuau, emt, KappaSettings(**FAST, temperatures=[300, 600]))
+
+
+def test_relax_keeps_symmetry_and_reduces_to_primitive(cuau, emt):
+    assert len(cuau) == 2
+    assert SpacegroupAnalyzer(cuau).get_space_group_number() == 123
+    assert cuau.lattice.c < 3.7  # EMT shrinks the c axis of this start
+    conventional = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.7, cubic=True))
+    relaxed = relax_for_kappa(conventional, emt, fmax=1e-4).structure
+    assert len(relaxed) == 1
+    assert relaxed.volume == pytest.approx(3.59**3 / 4, rel=0.02)  # EMT Cu, a = 3.59 A
+
+
+def test_finite_displacement_kappa(fd_result, cuau):
+    r = fd_result
+    assert isinstance(r, KappaResult)
+    assert r.method == "finite-displacement"
+    assert 0.3 < r.kappa < 50 and math.isfinite(r.kappa)
+    # tetragonal: xx = yy, zz different
+    assert r.kappa_xx == pytest.approx(r.kappa_yy, rel=1e-6)
+    assert abs(r.kappa_zz - r.kappa_xx) > 0.05 * r.kappa_xx
+    assert r.kappa == pytest.approx((r.kappa_xx + r.kappa_yy + r.kappa_zz) / 3)
+    plan = kappa_plan(cuau, KappaSettings(**FAST))
+    assert r.n_supercells == plan.n_supercells > 10
+    assert r.supercell_atoms == plan.supercell_atoms == 36
+    assert r.mesh == [7, 7, 7]
+    assert r.seconds >= r.seconds_forces + r.seconds_rta > 0
+    assert r.dynamically_stable and r.min_frequency > -0.05
+    # kappa ~ 1/T from umklapp scattering
+    k300, k600 = r.kappa_per_temperature
+    assert k300 == r.kappa and 1.6 < k300 / k600 < 2.4
+    assert r.as_dict()["method"] == "finite-displacement"
+
+
+def test_symfc_random_displacements_agree_with_finite_differences(fd_result, cuau, emt):
+    settings = KappaSettings(**FAST, max_fd_supercells=0, n_random_snapshots=40)
+    r = lattice_thermal_conductivity(cuau, emt, settings)
+    assert r.method == "symfc-random"
+    assert r.n_supercells == 40
+    assert math.isfinite(r.kappa) and r.kappa > 0
+    # EMT forces are noise-free, so the fit reproduces finite differences closely (0.3 %)
+    assert 0.9 < r.kappa / fd_result.kappa < 1.1
+
+
+def test_cost_limits_give_a_recorded_skip(cuau, emt):
+    with pytest.raises(KappaSkipped, match="max_supercell_atoms") as info:
+        kappa_plan(cuau, KappaSettings(**{**FAST, "budget_s": None}, max_supercell_atoms=20))
+    assert info.value.supercell_atoms == 36
+    with pytest.raises(KappaSkipped, match="budget_s") as info:
+        lattice_thermal_conductivity(cuau, emt, KappaSettings(**{**FAST, "budget_s": 1e-3}))
+    skip = info.value.as_dict()
+    assert skip["skipped"] and skip["n_supercells"] > 10 and "projected" in skip["reason"]
+    with pytest.raises(KappaSkipped, match="max_random_snapshots"):
+        kappa_plan(cuau, KappaSettings(**FAST, max_fd_supercells=0, max_random_snapshots=1))
+
+
+class _Refuses(Calculator):
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        raise KeyError("no model for Zr")
+
+
+def test_bad_input_gives_clear_errors(cuau, emt):
+    bad = Structure(cuau.lattice, cuau.species, [[np.nan, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(ValueError, match="NaN"):
+        lattice_thermal_conductivity(bad, emt, KappaSettings(**FAST))
+    with pytest.raises(ValueError, match="periodic"):
+        lattice_thermal_conductivity(Molecule(["Cu", "Au"], [[0, 0, 0], [0, 0, 2.5]]), emt)
+    fe_o = Structure(Lattice.cubic(4.2), ["Fe", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(ValueError, match=r"element\(s\) Fe"):
+        lattice_thermal_conductivity(fe_o, emt, KappaSettings(**FAST))
+    with pytest.raises(ValueError, match="Fe"):
+        relax_for_kappa(fe_o, emt)
+    with pytest.raises(ValueError, match="no model for Zr"):
+        lattice_thermal_conductivity(cuau, _Refuses(), KappaSettings(**FAST))
+    with pytest.raises(ValueError, match="temperatures"):
+        lattice_thermal_conductivity(cuau, emt, KappaSettings(**FAST, temperatures=[-5]))
+
+
+def test_supercell_choice_reaches_the_minimum_width():
+    cu = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.6))  # primitive, 1 atom
+    matrix = choose_supercell_matrix(cu, 10.0)
+    lattice = matrix.T @ cu.lattice.matrix
+    volume = abs(np.linalg.det(lattice))
+    widths = [volume / np.linalg.norm(np.cross(lattice[i - 2], lattice[i - 1])) for i in range(3)]
+    assert min(widths) >= 10.0
+    # the cubic 3x3x3 conventional shape (108 atoms) beats a 5x5x5 primitive one (125)
+    assert round(abs(np.linalg.det(matrix))) == 108
