@@ -160,3 +160,19 @@ def test_evaluate_dielectric_label(tmp_path):
     row = evaluate(folder, cfg, progress=False).iloc[0]
     assert row["status"] == "ok" and 1.0 < row["dielectric_total"] < 1e3
     assert row["dielectric_log10"] == pytest.approx(np.log10(row["dielectric_total"]))
+
+
+def test_evaluate_kappa_label_and_skip(tmp_path):
+    from crysvcd.evaluate.kappa import KappaSettings
+
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    cu().to(filename=str(folder / "a_cu.cif"))
+    settings = KappaSettings(mesh=(4, 4, 4), supercell_min_length=5.0, max_supercell_atoms=200)
+    cfg = EvaluateConfig(mlip="emt", ehull=False, kappa=True, fmax=0.05, kappa_settings=settings)
+    row = evaluate(folder, cfg, progress=False).iloc[0]
+    assert row["status"] == "ok" and row["kappa"] > 0 and row["kappa_method"]
+    # over the supercell limit: a recorded skip with its reason, the relaxation kept
+    settings.max_supercell_atoms = 2
+    row = evaluate(folder, cfg, db=tmp_path / "again.db", progress=False).iloc[0]
+    assert row["status"] == "ok" and "kappa" not in row and row["kappa_skipped"]

@@ -118,6 +118,9 @@ def test_bad_input_gives_clear_errors(cuau, emt):
         lattice_thermal_conductivity(fe_o, emt, KappaSettings(**FAST))
     with pytest.raises(ValueError, match="Fe"):
         relax_for_kappa(fe_o, emt)
+    alloy = Structure(Lattice.cubic(3.7), [{"Cu": 0.5, "Au": 0.5}], [[0, 0, 0]])
+    with pytest.raises(ValueError, match="ordered"):
+        lattice_thermal_conductivity(alloy, emt, KappaSettings(**FAST))
     with pytest.raises(ValueError, match="no model for Zr"):
         lattice_thermal_conductivity(cuau, _Refuses(), KappaSettings(**FAST))
     with pytest.raises(ValueError, match="temperatures"):

@@ -110,6 +110,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 @_command("evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
+    from crysvcd.evaluate.kappa import KappaSettings
     from crysvcd.evaluate.phonons import PhononSettings
     from crysvcd.evaluate.runner import EvaluateConfig, evaluate
 
@@ -130,6 +131,13 @@ def _evaluate(args: argparse.Namespace) -> int:
             mesh=tuple(args.mesh),
             max_supercell_atoms=args.max_supercell_atoms,
             timeout=args.timeout,
+        ),
+        kappa=args.kappa,
+        kappa_settings=KappaSettings(
+            mesh=args.kappa_mesh,
+            supercell_min_length=args.kappa_supercell_length,
+            fc3_cutoff=args.kappa_fc3_cutoff,
+            budget_s=args.kappa_budget,
         ),
         dielectric=args.dielectric,
         dielectric_checkpoint=args.dielectric_checkpoint,
@@ -206,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--displacement", type=float, default=0.01, help="phonon displacement, A")
     p.add_argument("--mesh", type=int, nargs=3, default=[8, 8, 8], help="phonon q-mesh")
     p.add_argument("--max-supercell-atoms", type=int, default=2000)
+    p.add_argument("--kappa", action="store_true", help="lattice thermal conductivity (phono3py)")
+    p.add_argument("--kappa-mesh", type=float, default=60.0, help="q-mesh length, A")
+    p.add_argument("--kappa-supercell-length", type=float, default=9.0, help="fc3 supercell, A")
+    p.add_argument("--kappa-fc3-cutoff", type=float, default=None, help="fc3 pair cutoff, A")
+    p.add_argument("--kappa-budget", type=float, default=3600.0, help="seconds per material")
     p.add_argument("--dielectric", action="store_true", help="e3nn dielectric-constant surrogate")
     p.add_argument("--dielectric-checkpoint", help="surrogate weights (default: shipped)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (1 thread each)")

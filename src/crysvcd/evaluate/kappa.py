@@ -234,6 +234,11 @@ def _supported_numbers(calculator: Calculator) -> set[int] | None:
 
 
 def _check_elements(structure: Structure, calculator: Calculator) -> None:
+    if not structure.is_ordered:
+        raise ValueError(
+            f"{structure.composition.reduced_formula}: partial occupancies; phonons need an "
+            "ordered structure"
+        )
     known = _supported_numbers(calculator)
     if known is None:
         return
@@ -533,12 +538,9 @@ def lattice_thermal_conductivity(
         else [int(n) for n in settings.mesh]
     )
     ph3.init_phph_interaction()
-    rta_options = {
-        "temperatures": temperatures,
-        "is_isotope": settings.isotope,
-        "transport_type": "SMM19" if settings.wigner else None,
-        "log_level": 0,
-    }
+    rta_options = {"temperatures": temperatures, "is_isotope": settings.isotope, "log_level": 0}
+    if settings.wigner:
+        rta_options["transport_type"] = "SMM19"
     if budget is not None:
         # the RTA loop cannot be interrupted: time one of the costliest irreducible
         # q-points (lowest symmetry, largest star) and extrapolate before committing

@@ -20,6 +20,12 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from tqdm import tqdm
 
 from crysvcd.evaluate.hull import corrected_formation_energy, e_above_hull, unreliable
+from crysvcd.evaluate.kappa import (
+    KappaSettings,
+    KappaSkipped,
+    lattice_thermal_conductivity,
+    relax_for_kappa,
+)
 from crysvcd.evaluate.parallel import map_structures
 from crysvcd.evaluate.phonons import PhononSettings, phonon_stability
 from crysvcd.evaluate.relax import relax
@@ -42,6 +48,8 @@ class EvaluateConfig:
     phonon_fmax: float = 0.003
     phonon_steps: int = 200
     phonon: PhononSettings = field(default_factory=PhononSettings)
+    kappa: bool = False  # phono3py RTA; use sevennet (CHGNet forces give nonsense kappa)
+    kappa_settings: KappaSettings = field(default_factory=KappaSettings)
     dielectric: bool = False  # e3nn surrogate on the relaxed structure (no MLIP involved)
     dielectric_checkpoint: str | None = None  # None: the shipped model
     workers: int = 1
@@ -112,6 +120,8 @@ def label_structure(
             labels["ehull_error"] = _error(exc)
     if cfg.phonons:
         labels.update(_phonon_labels(r.structure, cfg, calculator))
+    if cfg.kappa:
+        labels.update(_kappa_labels(r.structure, cfg, calculator))
     if cfg.dielectric:
         from crysvcd.evaluate.dielectric import dielectric_labels
 
@@ -141,6 +151,31 @@ def _phonon_labels(structure: Structure, cfg: EvaluateConfig, calculator) -> dic
         "phonon_supercell": "x".join(map(str, p.supercell)),
         "phonon_displacements": p.n_displacements,
         "phonon_seconds": round(p.seconds, 2),
+    }
+
+
+def _kappa_labels(structure: Structure, cfg: EvaluateConfig, calculator) -> dict:
+    # Its own symmetry-keeping tight relaxation: a slightly broken symmetry multiplies the
+    # number of displaced supercells.
+    try:
+        tight = relax_for_kappa(structure, calculator, timeout=cfg.timeout)
+        k = lattice_thermal_conductivity(tight.structure, calculator, cfg.kappa_settings)
+    except KappaSkipped as skip:
+        return {"kappa_skipped": skip.reason, "kappa_seconds": round(skip.seconds or 0.0, 2)}
+    except Exception as exc:
+        return {"kappa_error": _error(exc)}
+    return {
+        "kappa": k.kappa,
+        "kappa_xx": k.kappa_xx,
+        "kappa_yy": k.kappa_yy,
+        "kappa_zz": k.kappa_zz,
+        "kappa_method": k.method,
+        "kappa_supercells": k.n_supercells,
+        "kappa_mesh": "x".join(map(str, k.mesh)),
+        "kappa_min_frequency_thz": k.min_frequency,
+        # imaginary modes drop out of the RTA sum: such a kappa is not a usable label
+        "kappa_reliable": k.dynamically_stable,
+        "kappa_seconds": round(k.seconds, 2),
     }
 
 
