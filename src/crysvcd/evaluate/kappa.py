@@ -50,7 +50,7 @@ from pymatgen.core import Element, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from crysvcd.evaluate.relax import RelaxationFailed, RelaxResult, check_structure
+from crysvcd.evaluate.relax import RelaxResult, check_structure, relax
 
 METHODS = ("finite-displacement", "symfc-random")
 
@@ -181,44 +181,10 @@ def relax_for_kappa(
     slightly broken cell multiplies their number. BFGS converges the tight ``fmax`` in far
     fewer steps than FIRE on these near-harmonic minima.
     """
-    from ase.constraints import FixSymmetry
-    from ase.filters import FrechetCellFilter
-    from ase.optimize import BFGS
-
     check_structure(structure)
     _check_elements(structure, calculator)
     primitive = SpacegroupAnalyzer(structure, symprec=symprec).find_primitive()
-    atoms = AseAtomsAdaptor.get_atoms(primitive or structure)
-    atoms.calc = calculator
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        atoms.set_constraint(FixSymmetry(atoms, symprec=symprec))
-    start = time.perf_counter()
-    volume0 = atoms.get_volume()
-    cell_filter = FrechetCellFilter(atoms)
-    opt = BFGS(cell_filter, logfile=None)
-
-    def watchdog() -> None:
-        if timeout is not None and time.perf_counter() - start > timeout:
-            raise RelaxationFailed(f"timeout after {timeout:.0f} s")
-        if not 0.1 < atoms.get_volume() / volume0 < 10:
-            raise RelaxationFailed("explosion: cell volume changed more than tenfold")
-
-    opt.attach(watchdog, interval=1)
-    converged = bool(opt.run(fmax=fmax, steps=steps))
-    energy = float(atoms.get_potential_energy())
-    if not math.isfinite(energy):
-        raise RelaxationFailed("non-finite energy")
-    residual = cell_filter.get_forces()
-    atoms.set_constraint()
-    return RelaxResult(
-        structure=AseAtomsAdaptor.get_structure(atoms),
-        energy=energy,
-        converged=converged,
-        steps=int(opt.nsteps),
-        fmax=float(np.sqrt((residual**2).sum(1)).max()),
-        seconds=time.perf_counter() - start,
-    )
+    return relax(primitive or structure, calculator, fmax, steps, "BFGS", timeout, symprec=symprec)
 
 
 def _supported_numbers(calculator: Calculator) -> set[int] | None:

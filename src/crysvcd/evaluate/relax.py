@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from ase.calculators.calculator import Calculator
+from ase.constraints import FixSymmetry
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE
 from pymatgen.core import Structure
@@ -52,13 +54,21 @@ def relax(
     steps: int = 500,
     optimizer: str = "FIRE",
     timeout: float | None = None,
+    symprec: float | None = None,
 ) -> RelaxResult:
-    """Relax ``structure``; a run that hits ``steps`` returns ``converged=False``."""
+    """Relax ``structure``; a run that hits ``steps`` returns ``converged=False``.
+
+    With ``symprec`` the space group found at that tolerance is kept (ASE FixSymmetry).
+    """
     check_structure(structure)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     atoms = AseAtomsAdaptor.get_atoms(structure)
     atoms.calc = calculator
+    if symprec is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            atoms.set_constraint(FixSymmetry(atoms, symprec=symprec))
     volume0 = atoms.get_volume()
     start = time.perf_counter()
     opt = OPTIMIZERS[optimizer](FrechetCellFilter(atoms), logfile=None)
@@ -75,6 +85,7 @@ def relax(
     if not math.isfinite(energy):
         raise RelaxationFailed("non-finite energy")
     forces = FrechetCellFilter(atoms).get_forces()
+    atoms.set_constraint()
     final = AseAtomsAdaptor.get_structure(atoms)
     return RelaxResult(
         # a bare copy: the adaptor's copy keeps the calculator, which cannot be pickled
