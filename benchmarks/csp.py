@@ -2,13 +2,17 @@
 
     python benchmarks/csp.py [--csv FILE] [--n 200] [--samples 1 20] [--steps 1000 100]
                              [--checkpoint CKPT] [--curve RUN_DIR] [--curve-steps 100]
+                             [--save DIR] [--relax sevennet --relax-n 100]
 
 For each row, generate structures from its cell composition and compare them with the true
 one with pymatgen StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3). A row matches when
 any of its k samples matches; RMSE is that of the best match. Without --csv the dev split
 of the bundled pool is used (the MP-20 test split is never bundled: pass its path).
 --curve evaluates the EMA snapshots of a training run (ema_epochNNNN.pt) to draw the match
-rate against CPU-hours of training. Prints every figure; asserts nothing.
+rate against CPU-hours of training. --save writes the 1-sample predictions as extxyz.
+--relax relaxes the 1-sample predictions of the first --steps setting with an MLIP (cell and
+positions, as `crysvcd evaluate` does) and reports the match rate before and after on the
+same rows: a separate figure, not DiffCSP's protocol. Prints every figure; asserts nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase.io import write as ase_write
 from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd.datasets import load_csv_or_pool, structure_from_cif
 from crysvcd.pipeline import structure_summary
@@ -36,11 +42,16 @@ def evaluate(sampler, truths, k: int, settings: SamplerSettings, seed: int) -> d
     t0 = time.perf_counter()
     preds = sampler.sample(comps, settings, seed=seed)
     seconds = time.perf_counter() - t0
+    return {**score(truths, preds, k), "sec_per_structure": seconds / len(preds), "preds": preds}
+
+
+def score(truths: list, preds: list, k: int = 1) -> dict:
+    """Match rate, mean RMSE of matches and validity; ``None`` predictions count as misses."""
     matched, rms, valid = 0, [], []
     for i, truth in enumerate(truths):
         best = None
         for pred in preds[i * k : (i + 1) * k]:
-            ok = structure_summary(pred)["valid"]
+            ok = pred is not None and structure_summary(pred)["valid"]
             valid.append(ok)
             if not ok:
                 continue
@@ -57,8 +68,30 @@ def evaluate(sampler, truths, k: int, settings: SamplerSettings, seed: int) -> d
         "match_rate": matched / len(truths),
         "rmse": float(np.mean(rms)) if rms else float("nan"),
         "valid": float(np.mean(valid)),
-        "sec_per_structure": seconds / len(preds),
     }
+
+
+def relaxed_figures(truths: list, preds: list, args) -> None:
+    """Match rate of MLIP-relaxed predictions next to that of the same raw predictions."""
+    from crysvcd.evaluate.mlip import get_calculator
+    from crysvcd.evaluate.relax import relax
+
+    calc = get_calculator(args.relax)
+    n = min(args.relax_n, len(preds))
+    relaxed, t0 = [], time.perf_counter()
+    for pred in preds[:n]:
+        try:
+            r = relax(pred, calc, args.relax_fmax, args.relax_steps, timeout=args.relax_timeout)
+            relaxed.append(r.structure)
+        except Exception:  # an exploded or timed-out relaxation is a miss, not a crash
+            relaxed.append(None)
+    sec = (time.perf_counter() - t0) / max(n, 1)
+    print(
+        f"\n== {args.relax} relaxation (fmax {args.relax_fmax}, <= {args.relax_steps} FIRE "
+        f"steps) of the first {n} predictions of {args.steps[0]} steps =="
+    )
+    print(line("raw", {**score(truths[:n], preds[:n]), "sec_per_structure": float("nan")}))
+    print(line("relaxed", {**score(truths[:n], relaxed), "sec_per_structure": sec}))
 
 
 def line(label: str, r: dict) -> str:
@@ -86,6 +119,12 @@ def main() -> None:
         default=0.0,
         help="training hours before the run's start (a run initialised from a checkpoint)",
     )
+    ap.add_argument("--save", help="folder for the 1-sample predictions (extxyz per setting)")
+    ap.add_argument("--relax", help="MLIP backend to relax the 1-sample predictions with")
+    ap.add_argument("--relax-n", type=int, default=100)
+    ap.add_argument("--relax-fmax", type=float, default=0.05)
+    ap.add_argument("--relax-steps", type=int, default=300)
+    ap.add_argument("--relax-timeout", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -119,9 +158,17 @@ def main() -> None:
 
     sampler = StructureSampler(load_model(ckpt))
     print(f"\n== CSP, 1 sample per composition, {len(truths)} rows ==")
+    first_preds = None
     for steps in args.steps:
         r = evaluate(sampler, truths, 1, SamplerSettings(steps=steps), args.seed)
-        print(line(f"{steps} steps, predictor-corrector", r))
+        print(line(f"{steps} steps, predictor-corrector", r), flush=True)
+        first_preds = first_preds or r["preds"]
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            atoms = [AseAtomsAdaptor.get_atoms(p) for p in r["preds"]]
+            ase_write(Path(args.save) / f"csp_{steps}steps.extxyz", atoms, format="extxyz")
+    if args.relax and first_preds:
+        relaxed_figures(truths, first_preds, args)
     for k in args.samples:
         if k == 1:
             continue

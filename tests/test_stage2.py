@@ -117,6 +117,33 @@ def test_sampling_gives_structures_of_the_composition(tiny_run):
         sampler.sample([Composition("Na11Cl11")])
 
 
+def test_eta_zero_predictor_ignores_fresh_noise(tiny_run, monkeypatch):
+    """eta = 0 without corrector: after the starting lattice, the noise drawn at each step
+    must not matter (DDIM-style). Scaling every later draw changes eta = 1, not eta = 0."""
+    out, _ = tiny_run
+    sampler = StructureSampler(load_model(out / "best.pt"))
+    comps = [Composition("NaCl"), Composition("GaN")]
+    ddim = SamplerSettings(steps=10, corrector=False, eta=0.0)
+    ancestral = SamplerSettings(steps=10, corrector=False)
+    plain = [sampler.sample(comps, s, seed=3) for s in (ddim, ancestral)]
+
+    randn, calls = torch.randn, []
+
+    def louder(*args, **kwargs):  # the first draw is the starting lattice; later ones x5
+        calls.append(1)
+        return randn(*args, **kwargs) * (1.0 if len(calls) == 1 else 5.0)
+
+    monkeypatch.setattr(torch, "randn", louder)
+    loud = sampler.sample(comps, ddim, seed=3)
+    calls.clear()
+    loud_ancestral = sampler.sample(comps, ancestral, seed=3)
+    for a, b in zip(plain[0], loud):
+        np.testing.assert_allclose(a.lattice.matrix, b.lattice.matrix, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(plain[1][0].lattice.matrix, loud_ancestral[0].lattice.matrix)
+    with pytest.raises(ValueError, match="eta"):
+        SamplerSettings(eta=1.5)
+
+
 def test_timestep_schedule():
     assert timestep_schedule(1000, 1000)[:3] == [1000, 999, 998]
     ts = timestep_schedule(1000, 50)

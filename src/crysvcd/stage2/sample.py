@@ -5,6 +5,9 @@ Langevin corrector step on the coordinates, then the ancestral predictor step on
 (DDPM) and coordinates (reverse variance-exploding SDE on the torus). With fewer steps the
 same updates jump between strided times t -> s: the lattice uses the exact DDPM posterior
 q(L_s | L_t, L_0 = predicted), the coordinates the ancestral step from sigma_t to sigma_s.
+``eta`` < 1 turns part of the fresh noise of both predictor steps into the deterministic
+(DDIM) direction; eta = 1 is the ancestral sampler above, eta = 0 is deterministic given
+the starting noise (the corrector keeps its own noise).
 Classifier-free guidance mixes the conditional and unconditional predictions,
 w * cond + (1 - w) * uncond.
 """
@@ -34,6 +37,12 @@ class SamplerSettings:
     corrector: bool = True
     step_lr: float = 1e-5  # Langevin step scale, DiffCSP's value for MP-20 CSP
     guidance: float | None = None  # None: the model's configured w
+    eta: float = 1.0  # 1: ancestral (DiffCSP), 0: deterministic DDIM-style predictor
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+
     batch_size: int = 256
 
 
@@ -79,11 +88,16 @@ class StructureSampler:
                 noise = torch.randn(frac.shape, generator=gen) if prev > 0 else 0.0
                 frac = torch.remainder(frac + step * px * norm + (2 * step).sqrt() * noise, 1.0)
             pl, px = self._predict(tt, frac, lattice, batch, props, w)
-            # coordinates: ancestral step of the reverse VE SDE from sigma_t to sigma_s
-            var = sigma_t**2 - sigma_s**2
-            std = (sigma_s**2 * var / sigma_t**2).sqrt()
+            # coordinates, DDIM form: x0 = x_t + sigma_t^2 score, eps = -sigma_t score,
+            # x_s = x0 + sqrt(sigma_s^2 - c^2) eps + c z. With eta = 1 (c = sigma_s
+            # sqrt(sigma_t^2 - sigma_s^2) / sigma_t) this is the reverse VE SDE's ancestral step.
+            score = px * norm
+            std = s.eta * sigma_s * (sigma_t**2 - sigma_s**2).sqrt() / sigma_t
+            # sqrt(sigma_s^2 - std^2), as a sum of positive terms (no cancellation)
+            keep = sigma_s * ((1 - s.eta**2) + s.eta**2 * sigma_s**2 / sigma_t**2).sqrt()
             noise = torch.randn(frac.shape, generator=gen)
-            frac = torch.remainder(frac + var * px * norm + std * noise, 1.0)
+            frac = frac + sigma_t**2 * score - keep * sigma_t * score + std * noise
+            frac = torch.remainder(frac, 1.0)
             # lattice: DDPM posterior q(L_s | L_t, L0_hat)
             ab_t, ab_s = sch.alphas_bar[t], sch.alphas_bar[prev]
             # Clip the predicted clean lattice, as DDPM samplers clip x0: near t = T the
@@ -92,15 +106,16 @@ class StructureSampler:
             l0 = ((lattice - (1 - ab_t).sqrt() * pl) / ab_t.sqrt()).clamp(
                 -LATTICE_CLIP, LATTICE_CLIP
             )
-            beta_ts = 1 - ab_t / ab_s
-            mean = (ab_s.sqrt() * beta_ts / (1 - ab_t)) * l0 + (
-                (1 - beta_ts).sqrt() * (1 - ab_s) / (1 - ab_t)
-            ) * lattice
+            # DDIM form of the step; eta = 1 is exactly the DDPM posterior q(L_s | L_t, l0)
+            eps = (lattice - ab_t.sqrt() * l0) / (1 - ab_t).sqrt()
+            sd = s.eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()
+            # sqrt(1 - ab_s - sd^2) written without cancellation (ab_s ~ 1e-9 near t = T)
+            keep = (
+                (1 - s.eta**2) * (1 - ab_s) + s.eta**2 * (1 - ab_s) ** 2 * ab_t / ab_s / (1 - ab_t)
+            ).sqrt()
+            lattice = ab_s.sqrt() * l0 + keep * eps
             if prev > 0:
-                sd = ((1 - ab_s) / (1 - ab_t) * beta_ts).sqrt()
-                lattice = mean + sd * torch.randn(lattice.shape, generator=gen)
-            else:
-                lattice = mean
+                lattice = lattice + sd * torch.randn(lattice.shape, generator=gen)
         out = []
         start = 0
         for k, c in enumerate(crystals):
