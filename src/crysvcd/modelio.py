@@ -57,3 +57,10 @@ def export_checkpoint(best: str | Path, dest: str | Path, **figures) -> Path:
     }
     dest.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str))
     return dest
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - decay)

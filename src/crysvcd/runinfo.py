@@ -37,3 +37,13 @@ def write_run_record(folder: str | Path, config: dict, seed: int | None, **extra
     path = folder / "run.json"
     path.write_text(json.dumps(record, indent=2, default=str))
     return path
+
+
+def log_epoch(folder: str | Path, rec: dict, log=None) -> None:
+    """Append one epoch's record to ``log.jsonl`` (kept on disk, so a killed run loses
+    nothing) and print it as ``key value`` pairs when ``log`` is given."""
+    with open(Path(folder) / "log.jsonl", "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    if log is not None:
+        parts = (f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items())
+        log(" ".join(parts))

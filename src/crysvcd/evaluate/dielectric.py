@@ -50,8 +50,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from crysvcd.chem.electrons import configuration
 from crysvcd.datasets import data_path, structure_from_cif
-from crysvcd.modelio import read_checkpoint, save_model
-from crysvcd.runinfo import write_run_record
+from crysvcd.modelio import ema_update, read_checkpoint, save_model
+from crysvcd.runinfo import log_epoch, write_run_record
 
 DATA_FILE = "dielectric_constant_with_cif.csv.gz"
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -581,9 +581,7 @@ def train_dielectric(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             decay = min(cfg.ema_decay, (1 + state["step"]) / (10 + state["step"]))
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - decay)
+            ema_update(ema, model, decay)
             state["step"] += 1
             total += loss.item()
         state["epoch"] += 1
@@ -602,11 +600,7 @@ def train_dielectric(
             save(out_dir / "best.pt", ema, state=dict(state))
         state["history"].append(rec)
         save(last, model, ema=ema.state_dict(), optimizer=opt.state_dict(), state=state)
-        with open(out_dir / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
-        log(
-            " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items())
-        )
+        log_epoch(out_dir, rec, log)
     return {
         "epochs": state["epoch"],
         "minutes": state["seconds"] / 60,

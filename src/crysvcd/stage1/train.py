@@ -7,7 +7,6 @@ The dev split decides early stopping and which checkpoint is kept as ``best.pt``
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -22,7 +21,7 @@ from crysvcd.conditioning import PropertySpec
 from crysvcd.config import Stage1Config
 from crysvcd.datasets import load_csv_or_pool
 from crysvcd.modelio import read_checkpoint, save_model
-from crysvcd.runinfo import write_run_record
+from crysvcd.runinfo import log_epoch, write_run_record
 from crysvcd.stage1.model import CompositionGPT
 from crysvcd.stage1.tokens import END, PAD, START, Vocabulary
 
@@ -219,8 +218,7 @@ def train(
         else:
             state["bad_epochs"] += 1
         save_checkpoint(last, model, optimizer=opt.state_dict(), state=state)
-        with open(out_dir / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
+        log_epoch(out_dir, rec)
         log(
             f"epoch {rec['epoch']}: train {rec['train_loss']:.4f} dev {dev:.4f} "
             f"({rec['seconds']} s){' *' if improved else ''}"

@@ -10,7 +10,6 @@ classifier-free guidance needs.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 import warnings
@@ -23,8 +22,8 @@ import torch
 from crysvcd.conditioning import PropertySpec
 from crysvcd.config import Stage2Config
 from crysvcd.datasets import load_csv_or_pool, structure_from_cif
-from crysvcd.modelio import read_checkpoint, save_model
-from crysvcd.runinfo import write_run_record
+from crysvcd.modelio import ema_update, read_checkpoint, save_model
+from crysvcd.runinfo import log_epoch, write_run_record
 from crysvcd.stage2.batch import CrystalBatch, canonical, collate
 from crysvcd.stage2.cspnet import CSPNet
 from crysvcd.stage2.schedules import Schedules, wrapped_normal_score
@@ -197,9 +196,7 @@ def train(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - cfg.ema_decay)
+            ema_update(ema, model, cfg.ema_decay)
             state["step"] += 1
             totals["loss"] += loss.item()
             for k, v in parts.items():
@@ -225,11 +222,7 @@ def train(
                 save_checkpoint(out_dir / "best.pt", ema, state=dict(state))
         state["history"].append(rec)
         save_checkpoint(last, model, ema=ema.state_dict(), optimizer=opt.state_dict(), state=state)
-        with open(out_dir / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
-        log(
-            " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items())
-        )
+        log_epoch(out_dir, rec, log)
     return {
         "epochs": state["epoch"],
         "hours": state["seconds"] / 3600,
