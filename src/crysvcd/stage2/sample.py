@@ -38,12 +38,11 @@ class SamplerSettings:
     step_lr: float = 1e-5  # Langevin step scale, DiffCSP's value for MP-20 CSP
     guidance: float | None = None  # None: the model's configured w
     eta: float = 1.0  # 1: ancestral (DiffCSP), 0: deterministic DDIM-style predictor
+    batch_size: int = 256
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
-
-    batch_size: int = 256
 
 
 def timestep_schedule(timesteps: int, steps: int) -> list[int]:
@@ -96,9 +95,8 @@ class StructureSampler:
             # sqrt(sigma_s^2 - std^2), as a sum of positive terms (no cancellation)
             keep = sigma_s * ((1 - s.eta**2) + s.eta**2 * sigma_s**2 / sigma_t**2).sqrt()
             noise = torch.randn(frac.shape, generator=gen)
-            frac = frac + sigma_t**2 * score - keep * sigma_t * score + std * noise
-            frac = torch.remainder(frac, 1.0)
-            # lattice: DDPM posterior q(L_s | L_t, L0_hat)
+            frac = torch.remainder(frac + sigma_t * (sigma_t - keep) * score + std * noise, 1.0)
+            # lattice: DDPM posterior q(L_s | L_t, L0_hat), written in DDIM form below
             ab_t, ab_s = sch.alphas_bar[t], sch.alphas_bar[prev]
             # Clip the predicted clean lattice, as DDPM samplers clip x0: near t = T the
             # cosine schedule's alpha_bar is ~1e-9 and dividing by it amplifies any error
@@ -106,7 +104,7 @@ class StructureSampler:
             l0 = ((lattice - (1 - ab_t).sqrt() * pl) / ab_t.sqrt()).clamp(
                 -LATTICE_CLIP, LATTICE_CLIP
             )
-            # DDIM form of the step; eta = 1 is exactly the DDPM posterior q(L_s | L_t, l0)
+            # eta = 1 equals the DDPM posterior algebraically (not bit for bit)
             eps = (lattice - ab_t.sqrt() * l0) / (1 - ab_t).sqrt()
             sd = s.eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()
             # sqrt(1 - ab_s - sd^2) written without cancellation (ab_s ~ 1e-9 near t = T)
