@@ -176,3 +176,18 @@ def test_evaluate_kappa_label_and_skip(tmp_path):
     settings.max_supercell_atoms = 2
     row = evaluate(folder, cfg, db=tmp_path / "again.db", progress=False).iloc[0]
     assert row["status"] == "ok" and "kappa" not in row and row["kappa_skipped"]
+
+
+def test_lowest_energy_picks_the_relaxed_cell():
+    from crysvcd.evaluate.rank import energies_per_atom, lowest_energy
+
+    calc = get_calculator("emt")
+    good = Structure(Lattice.cubic(3.61), ["Cu"] * 4, bulk("Cu", cubic=True).get_scaled_positions())
+    squeezed = good.copy()
+    squeezed.scale_lattice(good.volume * 0.7)
+    e = energies_per_atom([squeezed, good], calc)
+    assert e[1] < e[0]
+    best, energy = lowest_energy([squeezed, good], calc)
+    assert best is good and energy == pytest.approx(e[1])
+    with pytest.raises(ValueError, match="at least one candidate"):
+        lowest_energy([], calc)

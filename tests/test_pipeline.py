@@ -61,3 +61,38 @@ def test_bad_input_writes_nothing(tiny_run, tmp_path, capsys, args, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_candidates_keep_the_lowest_mlip_energy(tiny_run, tmp_path):
+    from crysvcd.evaluate.mlip import get_calculator
+    from crysvcd.evaluate.rank import energies_per_atom
+    from crysvcd.stage2.sample import SamplerSettings, _sampler
+
+    ckpt, _ = tiny_run
+    cfg = GenerateConfig(
+        formulas=["Cu4", "Cu2"],
+        candidates=3,
+        rank_mlip="emt",
+        steps=5,
+        stage2=str(ckpt / "best.pt"),
+    )
+    out = tmp_path / "res"
+    structures = generate(cfg, out, progress=False)
+    assert len(structures) == 2
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["candidates"]) == [3, 3]
+    # The same seed draws the same candidates: the kept one is their minimum.
+    drawn = _sampler(cfg.stage2).sample(["Cu4"] * 3 + ["Cu2"] * 3, SamplerSettings(steps=5), seed=0)
+    e = energies_per_atom(drawn, get_calculator("emt"))
+    assert summary["mlip_energy_per_atom"][0] == pytest.approx(e[:3].min(), abs=1e-4)
+    assert summary["mlip_energy_per_atom"][1] == pytest.approx(e[3:].min(), abs=1e-4)
+
+
+def test_unknown_rank_mlip_writes_nothing(tiny_run, tmp_path):
+    ckpt, _ = tiny_run
+    cfg = GenerateConfig(
+        formulas=["NaCl"], candidates=2, rank_mlip="nope", steps=5, stage2=str(ckpt / "best.pt")
+    )
+    with pytest.raises(ValueError, match="unknown MLIP"):
+        generate(cfg, tmp_path / "res", progress=False)
+    assert not (tmp_path / "res").exists()

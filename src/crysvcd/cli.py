@@ -94,6 +94,8 @@ def _generate(args: argparse.Namespace) -> int:
         ionic_fraction=args.ionic_fraction,
         formulas=list(args.formula or []),
         samples_per_formula=args.samples_per_formula,
+        candidates=args.candidates,
+        rank_mlip=args.rank_mlip,
         steps=args.steps,
         seed=args.seed,
         conditions=list(args.condition or []),
@@ -190,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ionic-fraction", type=float, default=0.7)
     p.add_argument("--formula", action="append", help="skip Stage I: use these cell formulas")
     p.add_argument("--samples-per-formula", type=int, default=1)
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        help="draw K structures per output, keep the lowest MLIP energy per atom (unrelaxed)",
+    )
+    p.add_argument(
+        "--rank-mlip", default="sevennet", choices=["sevennet", "chgnet", "mattersim", "emt"]
+    )
     p.add_argument("--steps", type=int, default=1000, help="diffusion steps (1000: full PC)")
     p.add_argument("--no-corrector", action="store_true", help="predictor steps only")
     p.add_argument("--seed", type=int, default=0)

@@ -21,11 +21,14 @@ from tqdm import tqdm
 
 from crysvcd.chem.valence import label_valence
 from crysvcd.conditioning import parse_conditions
+from crysvcd.evaluate.mlip import get_calculator
+from crysvcd.evaluate.rank import lowest_energy
 from crysvcd.runinfo import write_run_record
 
 SUMMARY_FIELDS = [
     "index", "file", "formula", "cell_formula", "kind", "valence_tokens", "space_group",
-    "space_group_number", "density", "n_atoms", "min_distance", "valid",
+    "space_group_number", "density", "n_atoms", "min_distance", "valid", "candidates",
+    "mlip_energy_per_atom",
 ]  # fmt: skip
 
 
@@ -35,6 +38,9 @@ class GenerateConfig:
     ionic_fraction: float = 0.7  # share of Stage I formulas drawn from the ionic model
     formulas: list[str] = field(default_factory=list)  # skip Stage I when given
     samples_per_formula: int = 1
+    # >1: draw this many structures per output and keep the lowest single-point MLIP energy
+    candidates: int = 1
+    rank_mlip: str = "sevennet"
     steps: int = 1000
     corrector: bool = True
     seed: int = 0
@@ -74,6 +80,8 @@ def _plan(cfg: GenerateConfig) -> list[tuple[Composition, str, str]]:
     """(composition, kind, valence tokens) per structure, all checked before any work."""
     if cfg.samples_per_formula < 1:
         raise ValueError(f"samples_per_formula must be >= 1, got {cfg.samples_per_formula}")
+    if cfg.candidates < 1:
+        raise ValueError(f"candidates must be >= 1, got {cfg.candidates}")
     if cfg.formulas:
         items = []
         for f in cfg.formulas:
@@ -117,6 +125,8 @@ def generate(
     conditions = parse_conditions(cfg.conditions, sampler2.model.properties)
     settings = SamplerSettings(steps=cfg.steps, corrector=cfg.corrector)
     plan = _plan(cfg)
+    # Loaded before anything is written: an unknown or missing MLIP must not leave a half run.
+    calculator = get_calculator(cfg.rank_mlip) if cfg.candidates > 1 else None
 
     out = Path(out_dir) if out_dir else None
     if out:
@@ -133,10 +143,20 @@ def generate(
     try:
         for start in range(0, len(plan), cfg.chunk):
             chunk = plan[start : start + cfg.chunk]
-            made = sampler2.sample(
-                [c for c, _, _ in chunk], settings, seed=cfg.seed + start, conditions=conditions
+            k_c = cfg.candidates
+            drawn = sampler2.sample(
+                [c for c, _, _ in chunk for _ in range(k_c)],
+                settings,
+                seed=cfg.seed + start,
+                conditions=conditions,
             )
-            for k, ((comp, kind, tokens), s) in enumerate(zip(chunk, made)):
+            made, energies = drawn, [float("nan")] * len(drawn)
+            if calculator is not None:
+                picks = [
+                    lowest_energy(drawn[i : i + k_c], calculator) for i in range(0, len(drawn), k_c)
+                ]
+                made, energies = [p[0] for p in picks], [p[1] for p in picks]
+            for k, ((comp, kind, tokens), s, energy) in enumerate(zip(chunk, made, energies)):
                 idx = start + k
                 structures.append(s)
                 if out:
@@ -160,6 +180,8 @@ def generate(
                         "kind": kind,
                         "valence_tokens": tokens,
                         **structure_summary(s),
+                        "candidates": k_c,
+                        "mlip_energy_per_atom": "" if np.isnan(energy) else round(energy, 5),
                     }
                     writer.writerow(row)
                     summary_fh.flush()

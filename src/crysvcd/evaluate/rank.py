@@ -1,0 +1,46 @@
+"""Pick one structure out of several diffusion samples by MLIP energy.
+
+The diffusion model puts the right polymorph among its samples far more often than in any
+single one (dev split: 23 % of compositions in 8 samples at 100 steps, 7.4 % per sample).
+The unrelaxed single-point energy per atom is a cheap, label-free way to choose: on those
+rows the lowest-energy sample of 8 matched 16 %. No relaxation is done here, so a choice
+costs one MLIP call per candidate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase.calculators.calculator import Calculator
+from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from crysvcd.evaluate.mlip import get_calculator
+
+
+def energies_per_atom(
+    structures: list[Structure], calculator: Calculator | str = "sevennet"
+) -> np.ndarray:
+    """Single-point MLIP energy per atom (eV) of each structure; +inf where it fails."""
+    calc = get_calculator(calculator) if isinstance(calculator, str) else calculator
+    out = np.full(len(structures), np.inf)
+    for i, s in enumerate(structures):
+        atoms = AseAtomsAdaptor.get_atoms(s)
+        atoms.calc = calc
+        try:
+            e = float(atoms.get_potential_energy()) / len(atoms)
+        except Exception:  # an MLIP can fail on overlapping atoms: that sample is not chosen
+            continue
+        if np.isfinite(e):
+            out[i] = e
+    return out
+
+
+def lowest_energy(
+    candidates: list[Structure], calculator: Calculator | str = "sevennet"
+) -> tuple[Structure, float]:
+    """The candidate with the lowest energy per atom, and that energy (+inf if none ran)."""
+    if not candidates:
+        raise ValueError("lowest_energy needs at least one candidate")
+    e = energies_per_atom(candidates, calculator)
+    best = int(np.argmin(e))
+    return candidates[best], float(e[best])
