@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 from ase.io import read
@@ -96,3 +97,17 @@ def test_unknown_rank_mlip_writes_nothing(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="unknown MLIP"):
         generate(cfg, tmp_path / "res", progress=False)
     assert not (tmp_path / "res").exists()
+
+
+def test_summary_of_a_collapsed_cell_is_invalid_not_an_error():
+    from pymatgen.core import Lattice
+
+    from crysvcd.pipeline import structure_summary
+
+    flat = Structure(
+        Lattice([[3, 0, 0], [0, 3, 0], [0, 0, 0]]), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0]]
+    )
+    row = structure_summary(flat)
+    assert row["valid"] is False and row["n_atoms"] == 2
+    nan = Structure(Lattice(np.full((3, 3), np.nan)), ["Na"], [[0, 0, 0]])
+    assert structure_summary(nan)["valid"] is False

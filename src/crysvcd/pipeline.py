@@ -54,8 +54,20 @@ class GenerateConfig:
 
 def structure_summary(structure: Structure) -> dict:
     """Space group (spglib through pymatgen), density, atoms, shortest distance, validity."""
-    dist = structure.distance_matrix
     n = len(structure)
+    matrix = structure.lattice.matrix
+    if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix)) < 1e-8:
+        # A collapsed or non-finite cell (possible with very few diffusion steps) must be
+        # reported as invalid, not crash the run and lose what is already written.
+        return {
+            "space_group": "",
+            "space_group_number": 0,
+            "density": float("nan"),
+            "n_atoms": n,
+            "min_distance": float("nan"),
+            "valid": False,
+        }
+    dist = structure.distance_matrix
     min_d = float(np.min(dist[~np.eye(n, dtype=bool)])) if n > 1 else float("nan")
     if n == 1:
         # A one-atom cell's shortest distance is to its own periodic image.
