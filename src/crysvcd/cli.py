@@ -8,6 +8,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from crysvcd.evaluate.mlip import BACKENDS
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
@@ -198,9 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="draw K structures per output, keep the lowest MLIP energy per atom (unrelaxed)",
     )
-    p.add_argument(
-        "--rank-mlip", default="sevennet", choices=["sevennet", "chgnet", "mattersim", "emt"]
-    )
+    p.add_argument("--rank-mlip", default="sevennet", choices=BACKENDS)
     p.add_argument("--steps", type=int, default=1000, help="diffusion steps (1000: full PC)")
     p.add_argument("--no-corrector", action="store_true", help="predictor steps only")
     p.add_argument("--seed", type=int, default=0)
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="relax with an MLIP and label (Ehull, phonons)")
     p.add_argument("source", help="folder of CIFs (or a generate output), extxyz, or ASE db")
-    p.add_argument("--mlip", default="sevennet", choices=["sevennet", "chgnet", "mattersim", "emt"])
+    p.add_argument("--mlip", default="sevennet", choices=BACKENDS)
     p.add_argument("--model-path", help="weights file (required for mattersim)")
     p.add_argument("--ehull", action="store_true", help="energy above the MP hull (MP2020)")
     p.add_argument("--fmax", type=float, default=0.01)

@@ -193,7 +193,8 @@ def generate(
                         "valence_tokens": tokens,
                         **structure_summary(s),
                         "candidates": k_c,
-                        "mlip_energy_per_atom": "" if np.isnan(energy) else round(energy, 5),
+                        # blank when not ranked, or when every candidate failed in the MLIP
+                        "mlip_energy_per_atom": round(energy, 5) if np.isfinite(energy) else "",
                     }
                     writer.writerow(row)
                     summary_fh.flush()

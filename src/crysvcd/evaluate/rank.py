@@ -1,10 +1,9 @@
 """Pick one structure out of several diffusion samples by MLIP energy.
 
 The diffusion model puts the right polymorph among its samples far more often than in any
-single one (dev split: 23 % of compositions in 8 samples at 100 steps, 7.4 % per sample).
-The unrelaxed single-point energy per atom is a cheap, label-free way to choose: on those
-rows the lowest-energy sample of 8 matched 16 %. No relaxation is done here, so a choice
-costs one MLIP call per candidate.
+single one, and the unrelaxed single-point energy per atom is a cheap, label-free way to
+choose (measured figures: README, Stage II; `benchmarks/csp.py --best-of K`). No relaxation
+is done here, so a choice costs one MLIP call per candidate.
 """
 
 from __future__ import annotations
