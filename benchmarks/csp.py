@@ -152,6 +152,10 @@ def main() -> None:
     ap.add_argument("--best-of-n", type=int, default=None, help="rows for --best-of (default n)")
     ap.add_argument("--rank-mlip", default="sevennet")
     ap.add_argument("--skip", type=int, default=0, help="rows of the seeded order to skip")
+    ap.add_argument(
+        "--anti-anneal", type=float, default=0.0, help="coordinate drift grows to 1 + this"
+    )
+    ap.add_argument("--temperature", type=float, default=1.0, help="predictor noise scale")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -163,6 +167,12 @@ def main() -> None:
     source = args.csv or "bundled pool, dev split"
     ckpt = Path(args.checkpoint) if args.checkpoint else shipped_checkpoint()
     print(f"data: {source}, rows {args.skip}-{args.skip + len(truths)}; checkpoint: {ckpt}")
+    print(f"sampler: anti_anneal {args.anti_anneal}, temperature {args.temperature}")
+
+    def settings(steps: int) -> SamplerSettings:
+        return SamplerSettings(
+            steps=steps, anti_anneal=args.anti_anneal, temperature=args.temperature
+        )
 
     if args.curve:
         snaps = sorted(Path(args.curve).glob("ema_epoch*.pt"))
@@ -177,7 +187,7 @@ def main() -> None:
                 sampler,
                 truths[: args.curve_n],
                 1,
-                SamplerSettings(steps=args.curve_steps),
+                settings(args.curve_steps),
                 args.seed,
             )
             hours = state["hours"] + args.hours_offset
@@ -187,7 +197,7 @@ def main() -> None:
     print(f"\n== CSP, 1 sample per composition, {len(truths)} rows ==")
     first_preds = None
     for steps in args.steps:
-        r = evaluate(sampler, truths, 1, SamplerSettings(steps=steps), args.seed)
+        r = evaluate(sampler, truths, 1, settings(steps), args.seed)
         print(line(f"{steps} steps, predictor-corrector", r), flush=True)
         first_preds = first_preds or r["preds"]
         if args.save:
@@ -204,7 +214,7 @@ def main() -> None:
             f"\n== CSP, {k} samples per composition, first {len(rows)} rows "
             f"({args.k20_steps} steps) =="
         )
-        r = evaluate(sampler, rows, k, SamplerSettings(steps=args.k20_steps), args.seed)
+        r = evaluate(sampler, rows, k, settings(args.k20_steps), args.seed)
         print(line(f"k={k}", r))
     for k in args.best_of:
         rows = truths[: args.best_of_n or len(truths)]
@@ -212,9 +222,7 @@ def main() -> None:
             f"\n== CSP, lowest {args.rank_mlip} energy of {k} samples, first {len(rows)} rows "
             f"({args.best_of_steps} steps) =="
         )
-        best_of(
-            sampler, rows, k, SamplerSettings(steps=args.best_of_steps), args.seed, args.rank_mlip
-        )
+        best_of(sampler, rows, k, settings(args.best_of_steps), args.seed, args.rank_mlip)
 
 
 if __name__ == "__main__":

@@ -191,3 +191,16 @@ def test_lowest_energy_picks_the_relaxed_cell():
     assert best is good and energy == pytest.approx(e[1])
     with pytest.raises(ValueError, match="at least one candidate"):
         lowest_energy([], calc)
+
+
+def test_pick_lowest_passes_over_invalid_candidates():
+    from crysvcd.evaluate.rank import pick_lowest
+
+    inf = float("inf")
+    # an overlapping structure that an MLIP scores lowest must not be chosen ...
+    assert pick_lowest([-9.0, -4.0, -5.0], [False, True, True]) == 2
+    # ... nor one whose energy failed, while a valid one ran
+    assert pick_lowest([inf, -1.0, -5.0], [True, True, False]) == 1
+    # with no valid candidate, still the lowest energy: the run keeps an output
+    assert pick_lowest([-2.0, -3.0], [False, False]) == 1
+    assert pick_lowest([-2.0, -3.0], [True, False]) == 0

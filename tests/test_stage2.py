@@ -144,6 +144,35 @@ def test_eta_zero_predictor_ignores_fresh_noise(tiny_run, monkeypatch):
         SamplerSettings(eta=1.5)
 
 
+def test_zero_temperature_predictor_ignores_fresh_noise(tiny_run, monkeypatch):
+    """temperature = 0 without corrector removes every fresh draw after the starting noise,
+    whatever their size; anti-annealing moves the coordinates but keeps the composition."""
+    out, _ = tiny_run
+    sampler = StructureSampler(load_model(out / "best.pt"))
+    comps = [Composition("NaCl"), Composition("GaN")]
+    cold = SamplerSettings(steps=10, corrector=False, temperature=0.0)
+    plain = sampler.sample(comps, cold, seed=3)
+    boosted = sampler.sample(comps, SamplerSettings(steps=10, anti_anneal=5.0), seed=3)
+    default = sampler.sample(comps, SamplerSettings(steps=10), seed=3)
+    assert not np.allclose(boosted[0].frac_coords, default[0].frac_coords)
+    assert [s.composition for s in boosted] == [s.composition for s in default]
+
+    randn, calls = torch.randn, []
+
+    def louder(*args, **kwargs):
+        calls.append(1)
+        return randn(*args, **kwargs) * (1.0 if len(calls) == 1 else 5.0)
+
+    monkeypatch.setattr(torch, "randn", louder)
+    loud = sampler.sample(comps, cold, seed=3)
+    for a, b in zip(plain, loud):
+        np.testing.assert_allclose(a.lattice.matrix, b.lattice.matrix, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a.frac_coords, b.frac_coords, atol=1e-5)
+    for bad in ({"anti_anneal": -1.0}, {"temperature": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SamplerSettings(**bad)
+
+
 def test_timestep_schedule():
     assert timestep_schedule(1000, 1000)[:3] == [1000, 999, 998]
     ts = timestep_schedule(1000, 50)

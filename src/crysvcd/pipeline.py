@@ -23,6 +23,7 @@ from crysvcd.chem.valence import label_valence
 from crysvcd.conditioning import parse_conditions
 from crysvcd.evaluate.mlip import get_calculator
 from crysvcd.evaluate.rank import lowest_energy
+from crysvcd.geometry import collapsed, is_valid, shortest_distance
 from crysvcd.runinfo import write_run_record
 
 SUMMARY_FIELDS = [
@@ -55,8 +56,7 @@ class GenerateConfig:
 def structure_summary(structure: Structure) -> dict:
     """Space group (spglib through pymatgen), density, atoms, shortest distance, validity."""
     n = len(structure)
-    matrix = structure.lattice.matrix
-    if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix)) < 1e-8:
+    if collapsed(structure):
         # A collapsed or non-finite cell (possible with very few diffusion steps) must be
         # reported as invalid, not crash the run and lose what is already written.
         return {
@@ -67,17 +67,13 @@ def structure_summary(structure: Structure) -> dict:
             "min_distance": float("nan"),
             "valid": False,
         }
-    dist = structure.distance_matrix
-    min_d = float(np.min(dist[~np.eye(n, dtype=bool)])) if n > 1 else float("nan")
-    if n == 1:
-        # A one-atom cell's shortest distance is to its own periodic image.
-        min_d = float(min(structure.lattice.abc))
+    min_d = shortest_distance(structure)
     try:
         sga = SpacegroupAnalyzer(structure, symprec=0.1)
         sg, sgn = sga.get_space_group_symbol(), sga.get_space_group_number()
     except Exception:
         sg, sgn = "", 0
-    valid = bool(min_d >= 0.5 and structure.volume >= 0.1)
+    valid = is_valid(structure)
     return {
         "space_group": sg,
         "space_group_number": sgn,

@@ -3,7 +3,9 @@
 The diffusion model puts the right polymorph among its samples far more often than in any
 single one, and the unrelaxed single-point energy per atom is a cheap, label-free way to
 choose (measured figures: README, Stage II; `benchmarks/csp.py --best-of K`). No relaxation
-is done here, so a choice costs one MLIP call per candidate.
+is done here, so a choice costs one MLIP call per candidate. Candidates with atoms closer
+than 0.5 A are passed over while a valid one exists: an MLIP can score such overlaps
+spuriously low, and the pick would then be a broken structure.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd.evaluate.mlip import get_calculator
+from crysvcd.geometry import is_valid
 
 
 def energies_per_atom(
@@ -34,12 +37,22 @@ def energies_per_atom(
     return out
 
 
+def pick_lowest(energies: np.ndarray, valid: np.ndarray) -> int:
+    """Index of the lowest energy among valid candidates; among all when none is valid."""
+    e = np.asarray(energies, dtype=float)
+    ok = np.asarray(valid, dtype=bool)
+    if (ok & np.isfinite(e)).any():
+        e = np.where(ok, e, np.inf)
+    return int(np.argmin(e))
+
+
 def lowest_energy(
     candidates: list[Structure], calculator: Calculator | str = "sevennet"
 ) -> tuple[Structure, float]:
-    """The candidate with the lowest energy per atom, and that energy (+inf if none ran)."""
+    """The valid candidate with the lowest energy per atom, and that energy (+inf if none
+    ran); see ``pick_lowest``."""
     if not candidates:
         raise ValueError("lowest_energy needs at least one candidate")
     e = energies_per_atom(candidates, calculator)
-    best = int(np.argmin(e))
+    best = pick_lowest(e, np.array([is_valid(c) for c in candidates]))
     return candidates[best], float(e[best])

@@ -39,10 +39,19 @@ class SamplerSettings:
     guidance: float | None = None  # None: the model's configured w
     eta: float = 1.0  # 1: ancestral (DiffCSP), 0: deterministic DDIM-style predictor
     batch_size: int = 256
+    # Anti-annealing (FlowMM's inference trick): the coordinate predictor's drift is scaled
+    # from 1 at t = T up to 1 + anti_anneal at the last step, so late steps commit to a mode
+    # instead of wandering; 0 is DiffCSP's sampler.
+    anti_anneal: float = 0.0
+    temperature: float = 1.0  # scale of the predictors' fresh noise; 1 is DiffCSP's sampler
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
+        if self.anti_anneal < 0:
+            raise ValueError(f"anti_anneal must be >= 0, got {self.anti_anneal}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
 
 
 def timestep_schedule(timesteps: int, steps: int) -> list[int]:
@@ -94,8 +103,10 @@ class StructureSampler:
             std = s.eta * sigma_s * (sigma_t**2 - sigma_s**2).sqrt() / sigma_t
             # sqrt(sigma_s^2 - std^2), as a sum of positive terms (no cancellation)
             keep = sigma_s * ((1 - s.eta**2) + s.eta**2 * sigma_s**2 / sigma_t**2).sqrt()
-            noise = torch.randn(frac.shape, generator=gen)
-            frac = torch.remainder(frac + sigma_t * (sigma_t - keep) * score + std * noise, 1.0)
+            noise = torch.randn(frac.shape, generator=gen) * s.temperature
+            boost = 1 + s.anti_anneal * i / max(len(ts) - 1, 1)
+            drift = boost * sigma_t * (sigma_t - keep) * score
+            frac = torch.remainder(frac + drift + std * noise, 1.0)
             # lattice: DDPM posterior q(L_s | L_t, L0_hat), written in DDIM form below
             ab_t, ab_s = sch.alphas_bar[t], sch.alphas_bar[prev]
             # Clip the predicted clean lattice, as DDPM samplers clip x0: near t = T the
@@ -113,7 +124,7 @@ class StructureSampler:
             ).sqrt()
             lattice = ab_s.sqrt() * l0 + keep * eps
             if prev > 0:
-                lattice = lattice + sd * torch.randn(lattice.shape, generator=gen)
+                lattice = lattice + sd * s.temperature * torch.randn(lattice.shape, generator=gen)
         out = []
         start = 0
         for k, c in enumerate(crystals):
