@@ -9,7 +9,8 @@ q(L_s | L_t, L_0 = predicted), the coordinates the ancestral step from sigma_t t
 (DDIM) direction; eta = 1 is the ancestral sampler above, eta = 0 is deterministic given
 the starting noise (the corrector keeps its own noise).
 Classifier-free guidance mixes the conditional and unconditional predictions,
-w * cond + (1 - w) * uncond.
+w * cond + (1 - w) * uncond. ``temperature`` (< 1: less fresh noise) and ``anti_anneal``
+are off by default: on 400 dev rows neither changed the match rate beyond noise (README).
 """
 
 from __future__ import annotations
