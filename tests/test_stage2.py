@@ -117,6 +117,19 @@ def test_sampling_gives_structures_of_the_composition(tiny_run):
         sampler.sample([Composition("Na11Cl11")])
 
 
+def louder_after_first_draw(monkeypatch) -> list:
+    """Make every torch.randn draw after the first (the starting lattice) five times larger;
+    returns the call log, which a caller clears to start counting again."""
+    randn, calls = torch.randn, []
+
+    def louder(*args, **kwargs):
+        calls.append(1)
+        return randn(*args, **kwargs) * (1.0 if len(calls) == 1 else 5.0)
+
+    monkeypatch.setattr(torch, "randn", louder)
+    return calls
+
+
 def test_eta_zero_predictor_ignores_fresh_noise(tiny_run, monkeypatch):
     """eta = 0 without corrector: after the starting lattice, the noise drawn at each step
     must not matter (DDIM-style). Scaling every later draw changes eta = 1, not eta = 0."""
@@ -127,13 +140,7 @@ def test_eta_zero_predictor_ignores_fresh_noise(tiny_run, monkeypatch):
     ancestral = SamplerSettings(steps=10, corrector=False)
     plain = [sampler.sample(comps, s, seed=3) for s in (ddim, ancestral)]
 
-    randn, calls = torch.randn, []
-
-    def louder(*args, **kwargs):  # the first draw is the starting lattice; later ones x5
-        calls.append(1)
-        return randn(*args, **kwargs) * (1.0 if len(calls) == 1 else 5.0)
-
-    monkeypatch.setattr(torch, "randn", louder)
+    calls = louder_after_first_draw(monkeypatch)
     loud = sampler.sample(comps, ddim, seed=3)
     calls.clear()
     loud_ancestral = sampler.sample(comps, ancestral, seed=3)
@@ -157,13 +164,7 @@ def test_zero_temperature_predictor_ignores_fresh_noise(tiny_run, monkeypatch):
     assert not np.allclose(boosted[0].frac_coords, default[0].frac_coords)
     assert [s.composition for s in boosted] == [s.composition for s in default]
 
-    randn, calls = torch.randn, []
-
-    def louder(*args, **kwargs):
-        calls.append(1)
-        return randn(*args, **kwargs) * (1.0 if len(calls) == 1 else 5.0)
-
-    monkeypatch.setattr(torch, "randn", louder)
+    louder_after_first_draw(monkeypatch)
     loud = sampler.sample(comps, cold, seed=3)
     for a, b in zip(plain, loud):
         np.testing.assert_allclose(a.lattice.matrix, b.lattice.matrix, rtol=1e-5, atol=1e-5)

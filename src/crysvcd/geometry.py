@@ -31,7 +31,10 @@ def shortest_distance(structure: Structure) -> float:
     return float(np.min(dist[~np.eye(n, dtype=bool)]))
 
 
+def within_limits(min_distance: float, volume: float) -> bool:
+    """The rule itself, for callers that already have the shortest distance (NaN fails)."""
+    return bool(min_distance >= MIN_DISTANCE and volume >= MIN_VOLUME)
+
+
 def is_valid(structure: Structure) -> bool:
-    if collapsed(structure):
-        return False
-    return bool(shortest_distance(structure) >= MIN_DISTANCE and structure.volume >= MIN_VOLUME)
+    return within_limits(shortest_distance(structure), structure.volume)

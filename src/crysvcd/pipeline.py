@@ -23,7 +23,7 @@ from crysvcd.chem.valence import label_valence
 from crysvcd.conditioning import parse_conditions
 from crysvcd.evaluate.mlip import get_calculator
 from crysvcd.evaluate.rank import lowest_energy
-from crysvcd.geometry import collapsed, is_valid, shortest_distance
+from crysvcd.geometry import collapsed, shortest_distance, within_limits
 from crysvcd.runinfo import write_run_record
 
 SUMMARY_FIELDS = [
@@ -73,14 +73,13 @@ def structure_summary(structure: Structure) -> dict:
         sg, sgn = sga.get_space_group_symbol(), sga.get_space_group_number()
     except Exception:
         sg, sgn = "", 0
-    valid = is_valid(structure)
     return {
         "space_group": sg,
         "space_group_number": sgn,
         "density": round(float(structure.density), 4),
         "n_atoms": n,
         "min_distance": round(min_d, 4),
-        "valid": valid,
+        "valid": within_limits(min_d, structure.volume),
     }
 
 
