@@ -3,6 +3,8 @@
 | name | package | weights | licence | notes |
 |---|---|---|---|---|
 | sevennet | sevenn | 7net-0, inside the wheel | GPL-3.0 | smooth forces: use for phonons |
+| sevennet-l3i5 | sevenn | 7net-l3i5 (l_max 3, 5 layers), inside the wheel | GPL-3.0 | larger, slower |
+| sevennet-mf0 | sevenn | 7net-MF-0, PBE fidelity, inside the wheel | GPL-3.0 | multi-fidelity |
 | chgnet | chgnet | inside the wheel | BSD-3 | relaxations, energies; forces too rough for phonons |
 | mattersim | mattersim | a checkpoint file the user has | MIT | only with ``model_path`` |
 | emt | ase | none (analytic) | LGPL-2.1 | toy potential for Al, Cu, Ag, Au, Ni, Pd, Pt (tests) |
@@ -15,7 +17,13 @@ from pathlib import Path
 
 from ase.calculators.calculator import Calculator
 
-BACKENDS = ("sevennet", "chgnet", "mattersim", "emt")
+BACKENDS = ("sevennet", "sevennet-l3i5", "sevennet-mf0", "chgnet", "mattersim", "emt")
+# SevenNet weights inside the sevenn wheel, by backend name: (model, modal)
+_SEVENNET = {
+    "sevennet": ("7net-0", None),
+    "sevennet-l3i5": ("7net-l3i5", None),
+    "sevennet-mf0": ("7net-mf-0", "PBE"),  # PBE(+U) fidelity: the scale of the MP hull
+}
 
 
 class BackendUnavailable(RuntimeError):
@@ -24,12 +32,13 @@ class BackendUnavailable(RuntimeError):
 
 @cache
 def _cached(name: str, model_path: str | None) -> Calculator:
-    if name == "sevennet":
+    if name in _SEVENNET:
         try:
             from sevenn.calculator import SevenNetCalculator
         except ImportError as exc:
-            raise BackendUnavailable("sevennet needs 'pip install sevenn' (crysvcd[mlip])") from exc
-        return SevenNetCalculator(model_path or "7net-0", device="cpu")
+            raise BackendUnavailable(f"{name} needs 'pip install sevenn' (crysvcd[mlip])") from exc
+        model, modal = _SEVENNET[name]
+        return SevenNetCalculator(model_path or model, device="cpu", modal=modal)
     if name == "chgnet":
         try:
             from chgnet.model.dynamics import CHGNetCalculator
