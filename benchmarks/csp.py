@@ -35,11 +35,12 @@ from ase.io import write as ase_write
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from crysvcd import checkpoints
 from crysvcd.datasets import load_csv_or_pool, structure_from_cif
 from crysvcd.evaluate.rank import lowest_energy
 from crysvcd.pipeline import structure_summary
+from crysvcd.stage2.cspnet import load_model
 from crysvcd.stage2.sample import SamplerSettings, StructureSampler
-from crysvcd.stage2.train import load_model, shipped_checkpoint
 
 warnings.filterwarnings("ignore")
 MATCHER = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
@@ -165,7 +166,7 @@ def main() -> None:
     df = df.sample(frac=1.0, random_state=args.seed).iloc[args.skip : args.skip + args.n]
     truths = [structure_from_cif(c) for c in df["cif"]]
     source = args.csv or "bundled pool, dev split"
-    ckpt = Path(args.checkpoint) if args.checkpoint else shipped_checkpoint()
+    ckpt = Path(args.checkpoint) if args.checkpoint else checkpoints.shipped("stage2")
     print(f"data: {source}, rows {args.skip}-{args.skip + len(truths)}; checkpoint: {ckpt}")
     print(f"sampler: anti_anneal {args.anti_anneal}, temperature {args.temperature}")
 

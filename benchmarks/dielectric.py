@@ -3,7 +3,7 @@
     python benchmarks/dielectric.py [--checkpoint PATH] [--update-sidecar]
 
 Data: the bundled Petousis et al. (2017) set, split by a hash of material_id exactly as in
-training (``crysvcd.evaluate.dielectric.load_dielectric_frame``). Every model is fitted on
+training (``crysvcd.dielectric.data.load_frame``). Every model is fitted on
 the train split only; figures are on the test split, which training never sees. Baselines
 (no DFT band gap, since generated crystals have none):
   * train mean of log10 eps;
@@ -33,13 +33,11 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from crysvcd import checkpoints
 from crysvcd.datasets import structure_from_cif
-from crysvcd.evaluate.dielectric import (
-    load_dielectric_frame,
-    load_dielectric_model,
-    predict_log_dielectric,
-    shipped_checkpoint,
-)
+from crysvcd.dielectric import predict_log_dielectric
+from crysvcd.dielectric.data import load_frame
+from crysvcd.dielectric.model import load_model
 
 warnings.filterwarnings("ignore")
 N_EL = 94
@@ -80,15 +78,15 @@ def metrics(pred_log: np.ndarray, true_log: np.ndarray) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--checkpoint", default=str(shipped_checkpoint()))
+    ap.add_argument("--checkpoint", default=str(checkpoints.shipped("dielectric")))
     ap.add_argument("--update-sidecar", action="store_true")
     ap.add_argument("--bootstrap", type=int, default=2000)
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    model = load_dielectric_model(args.checkpoint)
+    model = load_model(args.checkpoint)
     cfg = model.cfg
-    df = load_dielectric_frame(cfg.val_percent, cfg.test_percent)
+    df = load_frame(cfg.val_percent, cfg.test_percent)
     counts = df["split"].value_counts().to_dict()
     print(f"data: {len(df)} structures ({df.attrs['n_dropped']} dropped: poly_total < 1 or NaN)")
     print(f"split by hash of material_id: {counts}")

@@ -39,13 +39,10 @@ import pandas as pd
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from crysvcd.datasets import data_path, structure_from_cif, training_pool
-from crysvcd.evaluate.kappa import (
-    KappaSettings,
-    KappaSkipped,
-    lattice_thermal_conductivity,
-    relax_for_kappa,
-)
+from crysvcd.evaluate.kappa import lattice_thermal_conductivity, relax_for_kappa
+from crysvcd.evaluate.kappa_plan import KappaSkipped
 from crysvcd.evaluate.mlip import get_calculator
+from crysvcd.evaluate.settings import KappaSettings
 
 warnings.filterwarnings("ignore")
 SI_EXPERIMENT, SI_PBE = 150.0, 140.0  # W/mK at 300 K, natural isotopes

@@ -1,8 +1,7 @@
 """Energy-above-hull calibration, phonon checks and relaxation speed.
 
     python benchmarks/stability.py [--sections reference mlip phonons speed]
-        [--n-dev 300] [--n-unstable 40]
-        [--unstable-csv ../shared/data/mpts52_partial/mpts52_val.csv.gz]
+        [--n-dev 300] [--n-unstable 40] [--unstable-csv FILE]
         [--mlip sevennet] [--fmax 0.01] [--workers 2] [--supercell-length 20] [--n-speed 16]
 
 1. reference: each material's own DFT formation energy placed on the offline hull with its
@@ -10,12 +9,12 @@
 2. mlip: relax each structure (FrechetCellFilter + FIRE), MP2020-correct the energy, and
    place it on the hull without its own entry. MAE of Ehull and accuracy of the call
    "Ehull < 0.1 eV/atom", on dev-split MP-20 structures and on unstable MPTS-52 entries
-   (MP Ehull 0.1-0.7; MP-20 labels are all below 0.08 and cannot show that unstable crystals
-   are caught).
+   (MP Ehull 0.1-0.7, bundled as ``mpts52_unstable.csv.gz``; MP-20 labels are all below 0.08
+   and cannot show that unstable crystals are caught). Also the seconds per structure.
 3. phonons: Si, NaCl and GaN must have no imaginary mode; cubic BaTiO3 (a textbook
    ferroelectric instability) must have some.
 4. speed: structures per minute of the plain one-by-one ASE loop (one process, all cores)
-   against ``--workers`` processes of one thread each, on the same structures.
+   against ``--workers`` Dask worker processes of one thread each, on the same structures.
 Prints every figure; asserts nothing.
 """
 
@@ -31,12 +30,12 @@ from ase.build import bulk
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from crysvcd.datasets import read_mp20_csv, structure_from_cif, training_pool
+from crysvcd.datasets import data_path, read_mp20_csv, structure_from_cif, training_pool
 from crysvcd.evaluate.hull import corrected_formation_energy, e_above_hull
 from crysvcd.evaluate.mlip import get_calculator
-from crysvcd.evaluate.parallel import map_structures
-from crysvcd.evaluate.phonons import PhononSettings, phonon_stability
+from crysvcd.evaluate.phonons import phonon_stability
 from crysvcd.evaluate.relax import relax
+from crysvcd.evaluate.settings import PhononSettings
 
 warnings.filterwarnings("ignore")
 
@@ -51,16 +50,44 @@ def report(label: str, pred: list[float], true: list[float]) -> None:
     )
 
 
-def _ehull_without_own_entry(item: tuple, calc) -> tuple[float, bool]:
+def _ehull_without_own_entry(item: tuple, mlip: str) -> tuple[float, bool, float]:
     material_id, structure, fmax, steps = item
-    r = relax(structure, calc, fmax=fmax, steps=steps)
+    t0 = time.perf_counter()
+    r = relax(structure, get_calculator(mlip), fmax=fmax, steps=steps)
     ef = corrected_formation_energy(r.structure, r.energy)
-    return e_above_hull(r.structure.composition, ef, exclude=(material_id,)), r.converged
+    ehull = e_above_hull(r.structure.composition, ef, exclude=(material_id,))
+    return ehull, r.converged, time.perf_counter() - t0
 
 
-def _relax_only(item: tuple, calc) -> bool:
+def _relax_only(item: tuple, mlip: str) -> bool:
     structure, fmax, steps = item
-    return relax(structure, calc, fmax=fmax, steps=steps).converged
+    return relax(structure, get_calculator(mlip), fmax=fmax, steps=steps).converged
+
+
+def map_structures(fn, items: list, mlip: str, workers: int):
+    """(index, result or exception) as each finishes: a plain loop in this process for one
+    worker, Dask worker processes (one thread each) for more."""
+    if workers == 1:
+        for i, item in enumerate(items):
+            try:
+                yield i, fn(item, mlip)
+            except Exception as exc:
+                yield i, exc
+        return
+    from distributed import as_completed
+
+    from crysvcd.evaluate.cluster import close_client, start_client
+
+    client = start_client(workers)
+    try:
+        futures = {client.submit(fn, item, mlip, pure=False): i for i, item in enumerate(items)}
+        for future in as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except Exception as exc:
+                yield futures[future], exc
+    finally:
+        close_client(client)
 
 
 def load_sets(args) -> dict:
@@ -105,7 +132,8 @@ def section_mlip(sets: dict, args) -> None:
         truth = list(df["e_above_hull"])
         pred, true, unconverged, failed = [], [], 0, 0
         t0 = time.perf_counter()
-        results = map_structures(_ehull_without_own_entry, items, args.mlip, None, args.workers)
+        results = map_structures(_ehull_without_own_entry, items, args.mlip, args.workers)
+        seconds = []
         for i, res in results:
             if isinstance(res, Exception):  # counted and named, never silently dropped
                 failed += 1
@@ -114,11 +142,13 @@ def section_mlip(sets: dict, args) -> None:
             pred.append(res[0])
             true.append(truth[i])
             unconverged += not res[1]
+            seconds.append(res[2])
         minutes = (time.perf_counter() - t0) / 60
         report(name, pred, true)
         print(
             f"  {unconverged} not converged (kept), {failed} failed; "
-            f"{len(items) / minutes:.1f} structures/min"
+            f"{len(items) / minutes:.1f} structures/min; median {np.median(seconds):.1f} s, "
+            f"mean {np.mean(seconds):.1f} s per structure"
         )
 
 
@@ -165,9 +195,11 @@ def section_speed(sets: dict, args) -> None:
     )
     for workers in (1, args.workers):
         t0 = time.perf_counter()
-        results = [r for _, r in map_structures(_relax_only, items, args.mlip, None, workers)]
+        results = [r for _, r in map_structures(_relax_only, items, args.mlip, workers)]
         minutes = (time.perf_counter() - t0) / 60
-        label = "plain one-by-one ASE loop, 1 process" if workers == 1 else f"{workers} processes"
+        label = (
+            "plain one-by-one ASE loop, 1 process" if workers == 1 else f"{workers} Dask workers"
+        )
         fails = sum(isinstance(r, Exception) for r in results)
         print(f"{label}: {len(items) / minutes:.1f} structures/min ({fails} failed)")
 
@@ -182,7 +214,7 @@ def main() -> None:
     )
     ap.add_argument("--n-dev", type=int, default=300)
     ap.add_argument("--n-unstable", type=int, default=40)
-    ap.add_argument("--unstable-csv", default="../shared/data/mpts52_partial/mpts52_val.csv.gz")
+    ap.add_argument("--unstable-csv", default=str(data_path("mpts52_unstable.csv.gz")))
     ap.add_argument("--mlip", default="sevennet")
     ap.add_argument("--fmax", type=float, default=0.01)
     ap.add_argument("--steps", type=int, default=500)

@@ -14,6 +14,7 @@ import argparse
 import time
 import warnings
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,13 @@ from scipy.stats import pearsonr, spearmanr, wasserstein_distance
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from smact.screening import smact_validity
 
+from crysvcd import checkpoints
 from crysvcd.chem.valence import label_valence
 from crysvcd.config import Stage1Config
 from crysvcd.datasets import training_pool
+from crysvcd.stage1.model import load_model
 from crysvcd.stage1.sample import FormulaSampler
-from crysvcd.stage1.train import load_model, shipped_checkpoint, train
+from crysvcd.stage1.train import FIT, train
 
 warnings.filterwarnings("ignore")
 N_EL = 94
@@ -51,7 +54,7 @@ def smact_ok(formula: str) -> bool:
 
 
 def report_model(kind: str, n: int, seed: int, pool, dev_kind) -> None:
-    sampler = FormulaSampler(load_model(shipped_checkpoint(kind)))
+    sampler = FormulaSampler(load_model(checkpoints.shipped(f"stage1-{kind}")))
     formulas, stats = sampler.sample(n, seed=seed)
     reduced = [f.reduced_formula for f in formulas]
     pool_reduced = set(Composition(f).reduced_formula for f in pool["cell_formula"])
@@ -149,9 +152,10 @@ def conditioning(pool, epochs: int, n: int, seed: int) -> None:
     }
     for name, (prop, targets) in runs.items():
         out = Path(f"runs/bench_stage1_{name}")
-        cfg = Stage1Config(kind="ionic", properties=[prop], max_epochs=epochs, patience=epochs)
+        cfg = Stage1Config(kind="ionic", properties=[prop])
+        fit_cfg = replace(FIT, max_epochs=epochs, patience=epochs)
         t0 = time.perf_counter()
-        train(cfg, out, init=shipped_checkpoint("ionic"), log=lambda *_: None)
+        train(cfg, out, fit_cfg, init=checkpoints.shipped("stage1-ionic"))
         print(
             f"fine-tuned on {prop} for {epochs} epochs from the shipped ionic model "
             f"({time.perf_counter() - t0:.0f} s; {out}/best.pt)"
@@ -204,7 +208,7 @@ def main() -> None:
             pass
     print(
         f"data: bundled training pool ({len(pool)} materials); "
-        f"checkpoints: {shipped_checkpoint('ionic').parent}"
+        f"checkpoints: {checkpoints.WEIGHTS_DIR}"
     )
     ionic = report_model("ionic", args.n, args.seed, pool, kinds["ionic"])
     report_model("alloy", args.n, args.seed, pool, kinds["alloy"])

@@ -59,3 +59,5 @@ def test_formulas_command_uses_the_shipped_model(capsys):
 def test_formulas_bad_n(capsys):
     assert main(["formulas", "--n", "0"]) == 2
     assert "n must be a positive integer" in capsys.readouterr().err
+    assert main(["formulas", "--top-k", "-3"]) == 2
+    assert "--top-k must be >= 1" in capsys.readouterr().err

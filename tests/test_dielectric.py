@@ -1,35 +1,25 @@
 import json
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from pymatgen.core import DummySpecies, Lattice, Molecule, Structure
 
+from crysvcd import checkpoints
+from crysvcd.config import FitConfig
 from crysvcd.datasets import structure_from_cif
-from crysvcd.evaluate.dielectric import (
-    DielectricConfig,
-    DielectricNet,
-    load_dielectric_frame,
-    predict_dielectric,
-    predict_log_dielectric,
-    shipped_checkpoint,
-    split_of,
-    structure_graph,
-    train_dielectric,
-)
+from crysvcd.dielectric import predict_dielectric, predict_log_dielectric
+from crysvcd.dielectric.data import load_frame, split_of, structure_graph
+from crysvcd.dielectric.model import DielectricConfig, DielectricNet
+from crysvcd.dielectric.train import train
 
 TINY = dict(
-    hidden_irreps="8x0e + 2x1o + 2x1e + 1x2e",
-    n_layers=2,
-    n_basis=6,
-    radial_hidden=8,
+    hidden_irreps="8x0e + 2x1o + 2x1e + 1x2e", n_layers=2, n_basis=6, radial_hidden=8,
     readout_hidden=8,
-    batch_size=4,
-    lr=1e-2,
-    min_lr=1e-2,
-    ema_decay=0.5,
-)
+)  # fmt: skip
+TINY_FIT = FitConfig(batch_size=4, lr=1e-2, min_lr=1e-2, ema_decay=0.5, max_epochs=15)
 
 
 def rocksalt(a: float = 5.64) -> Structure:
@@ -40,7 +30,7 @@ def rocksalt(a: float = 5.64) -> Structure:
 
 @pytest.fixture(scope="module")
 def frame():
-    return load_dielectric_frame()
+    return load_frame()
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +51,14 @@ def test_tiny_model_trains_and_resumes(frame, tmp_path):
     small = frame[(frame["nsites"] <= 6) & (frame["split"] == "train")]
     data = small.sample(16, random_state=0).reset_index(drop=True)
     data["split"] = ["train"] * 12 + ["val"] * 4
-    res = train_dielectric(DielectricConfig(**TINY, max_epochs=15), tmp_path, data, log=print)
-    losses = [h["train_l1_std"] for h in res["history"]]
+    res = train(DielectricConfig(**TINY), tmp_path, TINY_FIT, data)
+    losses = [h["train_loss"] for h in res.history]
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:2])
     for name in ("run.json", "best.pt", "last.pt", "log.jsonl"):
         assert (tmp_path / name).exists()
     assert json.loads((tmp_path / "run.json").read_text())["n_train"] == 12
-    more = train_dielectric(DielectricConfig(**TINY, max_epochs=16), tmp_path, data, log=print)
-    assert more["epochs"] == 16 and len(more["history"]) == 16
+    more = train(DielectricConfig(**TINY), tmp_path, replace(TINY_FIT, max_epochs=16), data)
+    assert more.epochs == 16 and len(more.history) == 16
 
 
 def test_rotation_translation_permutation_invariance(frame, tiny_model):
@@ -94,11 +84,12 @@ def test_rotation_translation_permutation_invariance(frame, tiny_model):
 
 
 def test_shipped_checkpoint_predicts_nacl():
-    assert shipped_checkpoint().exists()
+    shipped = checkpoints.shipped("dielectric")
+    assert shipped.exists()
     eps = predict_dielectric([rocksalt()])
     assert eps.shape == (1,) and np.isfinite(eps).all()
     assert 1.0 < eps[0] < 100.0
-    side = json.loads(shipped_checkpoint().with_suffix(".json").read_text())
+    side = json.loads(shipped.with_suffix(".json").read_text())
     assert side["config"]["cutoff"] > 0 and side["history"]
 
 
@@ -111,8 +102,11 @@ def test_bad_input_errors(tiny_model):
         predict_dielectric([nan], tiny_model)
     with pytest.raises(ValueError, match="non-periodic"):
         predict_dielectric([Molecule(["H", "H"], [[0, 0, 0], [0, 0, 0.74]])], tiny_model)
+    sparse = Structure(Lattice.cubic(20.0), ["Na", "Cl"], [[0, 0, 0], [0.14, 0, 0]])
+    with pytest.raises(ValueError, match="A\\^3/atom"):  # the one validity rule
+        predict_dielectric([sparse], tiny_model)
     lonely = Structure(
-        Lattice.cubic(20.0), ["Na", "Cl", "Ar"], [[0, 0, 0], [0.12, 0, 0], [0.5, 0.5, 0.5]]
+        Lattice.cubic(9.6), ["Na", "Cl", "Ar"], [[0, 0, 0], [0.29, 0, 0], [0.5, 0.5, 0.5]]
     )
     with pytest.raises(ValueError, match="isolated atom: site 2"):
         predict_dielectric([lonely], tiny_model)

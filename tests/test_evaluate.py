@@ -9,14 +9,10 @@ from crysvcd.cli import main
 from crysvcd.datasets import training_pool
 from crysvcd.evaluate.hull import corrected_formation_energy, e_above_hull, unreliable
 from crysvcd.evaluate.mlip import get_calculator
-from crysvcd.evaluate.phonons import (
-    PhononSettings,
-    PhononSkipped,
-    phonon_stability,
-    supercell_repeats,
-)
+from crysvcd.evaluate.phonons import PhononSkipped, phonon_stability
 from crysvcd.evaluate.relax import RelaxationFailed, relax
-from crysvcd.evaluate.runner import EvaluateConfig, evaluate
+from crysvcd.evaluate.runner import evaluate
+from crysvcd.evaluate.settings import EvaluateConfig, PhononSettings
 
 
 def cu(a=3.8):
@@ -37,7 +33,7 @@ def test_non_convergence_is_reported():
 def test_bad_structures_give_clear_errors():
     s = cu()
     bad = Structure(s.lattice, ["Cu"], [[np.nan, 0, 0]])
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="non-finite"):
         relax(bad, get_calculator("emt"))
     with pytest.raises(ValueError, match="periodic"):
         relax("not a structure", get_calculator("emt"))
@@ -73,19 +69,19 @@ def test_mp2020_correction_of_an_oxide():
     assert np.isfinite(ef)
 
 
-def test_evaluate_folder_records_failures_and_resumes(tmp_path):
+def test_evaluate_folder_records_failures_and_resumes(tmp_path, dask_client):
     folder = tmp_path / "cifs"
     folder.mkdir()
     cu().to(filename=str(folder / "a_cu.cif"))
     AseAtomsAdaptor.get_structure(bulk("Al", "fcc", a=4.0)).to(filename=str(folder / "b_al.cif"))
     (folder / "c_broken.cif").write_text("data_broken\n_cell_length_a 3\n")
-    cfg = EvaluateConfig(mlip="emt", ehull=True, fmax=0.05, steps=100)
-    table = evaluate(folder, cfg, progress=False)
+    cfg = EvaluateConfig(mlip="emt", ehull=True, fmax=0.05, relax_steps=100)
+    table = evaluate(folder, cfg, progress=False, client=dask_client)
     by_key = table.set_index("key")
     assert by_key.loc["a_cu", "status"] == "ok" and by_key.loc["b_al", "status"] == "ok"
     assert by_key.loc["c_broken", "status"] == "failed"
     assert "e_above_hull" in table.columns
-    again = evaluate(folder, cfg, progress=False)  # everything done: nothing recomputed
+    again = evaluate(folder, cfg, progress=False, client=dask_client)  # all done: no work
     assert len(again) == 3
     assert (folder / "labels.csv").exists()
 
@@ -121,7 +117,6 @@ def test_phonons_stable_and_unstable_cells():
 def test_phonons_skip_when_over_budget():
     with pytest.raises(PhononSkipped, match="max_supercell_atoms"):
         phonon_stability(cu(), get_calculator("emt"), PhononSettings(max_supercell_atoms=10))
-    assert supercell_repeats(cu(), 20.0) == (8, 8, 8)
 
 
 def test_evaluate_phonons_in_parallel_workers_and_resume(tmp_path):
@@ -137,44 +132,46 @@ def test_evaluate_phonons_in_parallel_workers_and_resume(tmp_path):
         fmax=0.01,
         phonon_fmax=1e-3,
         phonon=PhononSettings(supercell_min_length=6.0, mesh=(3, 3, 3)),
-        workers=2,
     )
-    table = evaluate(folder, cfg, progress=False).set_index("key")
+    table = evaluate(folder, cfg, workers=2, progress=False).set_index("key")
     assert bool(table.loc["a_cu", "phonon_stable"]) and bool(table.loc["b_ni", "phonon_stable"])
     assert table.loc["a_cu", "phonon_displacements"] == 1
     # EMT has no Fe: recorded as a failure naming the problem, the others are kept.
     assert table.loc["c_fe", "status"] == "failed" and "Fe" in table.loc["c_fe", "error"]
     first_ids = {r.key: r.id for r in connect(str(folder / "labels.db")).select()}
     AseAtomsAdaptor.get_structure(bulk("Al", "fcc", a=4.0)).to(filename=str(folder / "d_al.cif"))
-    evaluate(folder, cfg, progress=False)
+    evaluate(folder, cfg, workers=2, progress=False)
     rows = {r.key: r.id for r in connect(str(folder / "labels.db")).select()}
     assert set(rows) == {"a_cu", "b_ni", "c_fe", "d_al"}
     assert all(rows[k] == first_ids[k] for k in first_ids)  # nothing redone
 
 
-def test_evaluate_dielectric_label(tmp_path):
+def test_evaluate_dielectric_label(tmp_path, dask_client):
     folder = tmp_path / "cifs"
     folder.mkdir()
     cu().to(filename=str(folder / "a_cu.cif"))
     cfg = EvaluateConfig(mlip="emt", ehull=False, dielectric=True, fmax=0.05)
-    row = evaluate(folder, cfg, progress=False).iloc[0]
+    row = evaluate(folder, cfg, progress=False, client=dask_client).iloc[0]
     assert row["status"] == "ok" and 1.0 < row["dielectric_total"] < 1e3
     assert row["dielectric_log10"] == pytest.approx(np.log10(row["dielectric_total"]))
 
 
-def test_evaluate_kappa_label_and_skip(tmp_path):
-    from crysvcd.evaluate.kappa import KappaSettings
+def test_evaluate_kappa_label_and_skip(tmp_path, dask_client):
+    from crysvcd.evaluate.settings import KappaSettings
 
     folder = tmp_path / "cifs"
     folder.mkdir()
     cu().to(filename=str(folder / "a_cu.cif"))
     settings = KappaSettings(mesh=(4, 4, 4), supercell_min_length=5.0, max_supercell_atoms=200)
     cfg = EvaluateConfig(mlip="emt", ehull=False, kappa=True, fmax=0.05, kappa_settings=settings)
-    row = evaluate(folder, cfg, progress=False).iloc[0]
+    row = evaluate(folder, cfg, progress=False, client=dask_client).iloc[0]
     assert row["status"] == "ok" and row["kappa"] > 0 and row["kappa_method"]
     # over the supercell limit: a recorded skip with its reason, the relaxation kept
-    settings.max_supercell_atoms = 2
-    row = evaluate(folder, cfg, db=tmp_path / "again.db", progress=False).iloc[0]
+    cfg.kappa_settings = KappaSettings(
+        mesh=(4, 4, 4), supercell_min_length=5.0, max_supercell_atoms=2
+    )
+    row = evaluate(folder, cfg, db=tmp_path / "again.db", progress=False, client=dask_client)
+    row = row.iloc[0]
     assert row["status"] == "ok" and "kappa" not in row and row["kappa_skipped"]
 
 

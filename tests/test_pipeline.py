@@ -5,8 +5,9 @@ from ase.io import read
 from pymatgen.core import Structure
 
 from crysvcd.cli import main
+from crysvcd.config import GenerateConfig
 from crysvcd.geometry import is_valid
-from crysvcd.pipeline import GenerateConfig, generate
+from crysvcd.pipeline import generate
 
 
 def test_generate_from_formulas_writes_everything(tiny_run, tmp_path):
@@ -37,11 +38,12 @@ def test_generate_from_formulas_writes_everything(tiny_run, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--formula", "Xx2O"], "unknown element"),
-        (["--formula", "Na11Cl11"], "at most 20"),
-        (["--formula", "KO2"], "no charge-neutral"),
+        (["--formula", "Xx2O"], "unreadable formula"),
+        (["--formula", "Na11Cl11"], "22 atoms > 20"),
         (["--formula", "NaCl", "--condition", "band_gap=high"], "not a number"),
         (["--formula", "NaCl", "--condition", "band_gap=1"], "unknown property"),
+        (["--formula", "NaCl", "--diffusion-steps", "0"], "steps must be an integer >= 1"),
+        (["--n", "0"], "n must be an integer >= 1"),
     ],
 )
 def test_bad_input_writes_nothing(tiny_run, tmp_path, capsys, args, message):
@@ -52,10 +54,10 @@ def test_bad_input_writes_nothing(tiny_run, tmp_path, capsys, args, message):
             "generate",
             "--out",
             str(out),
-            "--steps",
+            "--diffusion-steps",
             "5",
             "--quiet",
-            "--stage2-checkpoint",
+            "--stage2",
             str(ckpt / "best.pt"),
             *args,
         ]
@@ -68,7 +70,7 @@ def test_bad_input_writes_nothing(tiny_run, tmp_path, capsys, args, message):
 def test_candidates_keep_the_lowest_mlip_energy(tiny_run, tmp_path):
     from crysvcd.evaluate.mlip import get_calculator
     from crysvcd.evaluate.rank import energies_per_atom
-    from crysvcd.stage2.sample import SamplerSettings, _sampler
+    from crysvcd.stage2.sample import SamplerSettings, load_sampler
 
     ckpt, _ = tiny_run
     cfg = GenerateConfig(
@@ -85,7 +87,9 @@ def test_candidates_keep_the_lowest_mlip_energy(tiny_run, tmp_path):
     assert list(summary["candidates"]) == [3, 3]
     # The same seed draws the same candidates: the kept one is the minimum over the valid
     # ones (over all when none is valid).
-    drawn = _sampler(cfg.stage2).sample(["Cu4"] * 3 + ["Cu2"] * 3, SamplerSettings(steps=5), seed=0)
+    drawn = load_sampler(cfg.stage2).sample(
+        ["Cu4"] * 3 + ["Cu2"] * 3, SamplerSettings(steps=5), seed=0
+    )
     e = energies_per_atom(drawn, get_calculator("emt"))
     valid = np.array([is_valid(s) for s in drawn])
     for row, group in enumerate((slice(0, 3), slice(3, 6))):
@@ -97,11 +101,8 @@ def test_candidates_keep_the_lowest_mlip_energy(tiny_run, tmp_path):
 
 def test_unknown_rank_mlip_writes_nothing(tiny_run, tmp_path):
     ckpt, _ = tiny_run
-    cfg = GenerateConfig(
-        formulas=["NaCl"], candidates=2, rank_mlip="nope", steps=5, stage2=str(ckpt / "best.pt")
-    )
     with pytest.raises(ValueError, match="unknown MLIP"):
-        generate(cfg, tmp_path / "res", progress=False)
+        GenerateConfig(formulas=["NaCl"], candidates=2, rank_mlip="nope", steps=5)
     assert not (tmp_path / "res").exists()
 
 

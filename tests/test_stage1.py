@@ -2,27 +2,21 @@ import pytest
 import torch
 
 from crysvcd.chem.valence import label_valence
-from crysvcd.config import Stage1Config
+from crysvcd.config import FitConfig, Stage1Config
 from crysvcd.datasets import training_pool
+from crysvcd.stage1.model import load_model
 from crysvcd.stage1.sample import FormulaSampler
 from crysvcd.stage1.tokens import Vocabulary, reachable_charges
-from crysvcd.stage1.train import load_model, train
+from crysvcd.stage1.train import train
 
 
 def tiny_cfg(**kw):
-    base = dict(
-        n_layer=1,
-        n_head=2,
-        n_embd=32,
-        batch_size=32,
-        max_epochs=4,
-        patience=10,
-        warmup_steps=5,
-        lr=3e-3,
-        permutations=1,
-    )
-    base.update(kw)
-    return Stage1Config(**base)
+    return Stage1Config(**{**dict(n_layer=1, n_head=2, n_embd=32, permutations=1), **kw})
+
+
+def tiny_fit(**kw):
+    base = dict(batch_size=32, max_epochs=4, patience=10, warmup_steps=5, lr=3e-3)
+    return FitConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -34,22 +28,22 @@ def tiny_data():
 @pytest.fixture(scope="module")
 def tiny_ionic(tmp_path_factory, tiny_data):
     out = tmp_path_factory.mktemp("s1")
-    result = train(tiny_cfg(), out, data=tiny_data, log=lambda *_: None)
+    result = train(tiny_cfg(), out, tiny_fit(), data=tiny_data)
     return out, result
 
 
 def test_loss_decreases_and_run_is_recorded(tiny_ionic):
     out, result = tiny_ionic
-    hist = result["history"]
+    hist = result.history
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert (out / "run.json").exists() and (out / "best.pt").exists()
 
 
 def test_resume_continues_from_last_checkpoint(tiny_ionic, tiny_data):
     out, result = tiny_ionic
-    more = train(tiny_cfg(max_epochs=5), out, data=tiny_data, log=lambda *_: None)
-    assert more["epochs"] == 5
-    assert more["history"][:4] == result["history"]
+    more = train(tiny_cfg(), out, tiny_fit(max_epochs=5), data=tiny_data)
+    assert more.epochs == 5
+    assert more.history[:4] == result.history
 
 
 def test_sampling_is_neutral_and_follows_the_rules(tiny_ionic):
@@ -73,14 +67,14 @@ def test_sampling_is_neutral_and_follows_the_rules(tiny_ionic):
 
 
 def test_alloy_model(tiny_data, tmp_path):
-    train(tiny_cfg(kind="alloy", max_epochs=1), tmp_path, data=tiny_data, log=lambda *_: None)
+    train(tiny_cfg(kind="alloy"), tmp_path, tiny_fit(max_epochs=1), data=tiny_data)
     formulas, _ = FormulaSampler(load_model(tmp_path / "best.pt")).sample(30, seed=0)
     assert all(all(t.valence == 0 for t in f.tokens) for f in formulas)
 
 
 def test_property_conditioning_trains_and_samples(tiny_data, tmp_path):
-    cfg = tiny_cfg(max_epochs=1, properties=["gapped=band_gap>0.5", "ef=formation_energy_per_atom"])
-    train(cfg, tmp_path, data=tiny_data, log=lambda *_: None)
+    cfg = tiny_cfg(properties=["gapped=band_gap>0.5", "ef=formation_energy_per_atom"])
+    train(cfg, tmp_path, tiny_fit(max_epochs=1), data=tiny_data)
     sampler = FormulaSampler(load_model(tmp_path / "best.pt"))
     formulas, _ = sampler.sample(20, seed=0, conditions=["gapped=1", "ef=-2.0"])
     assert len(formulas) == 20 and all(f.charge == 0 for f in formulas)
@@ -102,9 +96,9 @@ def test_bad_input(tiny_ionic, tiny_data, tmp_path):
     with pytest.raises(ValueError, match="outside 1..20"):
         vocab.encode(label_valence("Na21Cl21"))
     with pytest.raises(ValueError, match="no column 'nope'"):
-        train(tiny_cfg(properties=["x=nope"]), tmp_path, data=tiny_data, log=lambda *_: None)
+        train(tiny_cfg(properties=["x=nope"]), tmp_path, tiny_fit(), data=tiny_data)
     with pytest.raises(ValueError, match="bad property"):
-        train(tiny_cfg(properties=["=="]), tmp_path, data=tiny_data, log=lambda *_: None)
+        train(tiny_cfg(properties=["=="]), tmp_path, tiny_fit(), data=tiny_data)
 
 
 def test_reachability_table():

@@ -7,10 +7,9 @@ from pymatgen.core import Composition, Structure
 
 from crysvcd.config import Stage2Config
 from crysvcd.stage2.batch import Crystal, collate, fully_connected_edges
-from crysvcd.stage2.cspnet import CSPNet
+from crysvcd.stage2.cspnet import CSPNet, load_model
 from crysvcd.stage2.sample import SamplerSettings, StructureSampler, timestep_schedule
 from crysvcd.stage2.schedules import Schedules, wrapped_normal_score
-from crysvcd.stage2.train import load_model
 
 from .conftest import TINY_STAGE2 as TINY
 
@@ -94,7 +93,7 @@ def test_edges_are_within_crystals():
 
 def test_training_loss_falls_and_checkpoints(tiny_run):
     out, result = tiny_run
-    hist = result["history"]
+    hist = result.history
     assert np.mean([h["train_loss"] for h in hist[-2:]]) < hist[0]["train_loss"]
     assert (out / "best.pt").exists() and (out / "last.pt").exists()
     assert (out / "ema_epoch0001.pt").exists()

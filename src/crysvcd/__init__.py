@@ -1,6 +1,7 @@
 """crysvcd: valence-constrained crystal generation.
 
-Data flow: chem (valence tokens) -> stage1 (compositions) -> stage2 (structures) -> evaluate.
+Data flow: chem (valence tokens) -> stage1 (compositions) -> stage2 (structures) ->
+evaluate (MLIP labels) -> loop (fine-tune on the labels) -> report.
 """
 
 from crysvcd.chem.valence import (
@@ -11,7 +12,7 @@ from crysvcd.chem.valence import (
     label_valence,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "FormulaError",
@@ -24,13 +25,17 @@ __all__ = [
     "predict_structures",
     "generate",
     "GenerateConfig",
+    "evaluate",
+    "EvaluateConfig",
 ]
 
 _LAZY = {
     "sample_formulas": "crysvcd.stage1.sample",
     "predict_structures": "crysvcd.stage2.sample",
     "generate": "crysvcd.pipeline",
-    "GenerateConfig": "crysvcd.pipeline",
+    "GenerateConfig": "crysvcd.config",
+    "evaluate": "crysvcd.evaluate.runner",
+    "EvaluateConfig": "crysvcd.evaluate.settings",
 }
 
 

@@ -1,24 +1,37 @@
-"""The ``crysvcd`` command: argument parsing and printing only; the work lives in the modules."""
+"""The ``crysvcd`` command: argument parsing and printing only; the work lives in the modules.
+
+Every default shown by ``--help`` is read from the config dataclass it belongs to, and
+every value is checked (by constructing that dataclass) before the first file is written.
+Errors end in one line on stderr and exit code 2; Ctrl-C says what was saved and how to
+resume, and exits with 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from crysvcd.evaluate.mlip import BACKENDS
+from crysvcd import __version__
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+_RESUME: dict[str, Callable[[argparse.Namespace], str]] = {}
 
 
-def _command(name: str):
+def _command(name: str, resume: Callable[[argparse.Namespace], str] | None = None):
     def register(fn):
         _COMMANDS[name] = fn
+        if resume is not None:
+            _RESUME[name] = resume
         return fn
 
     return register
+
+
+# ----------------------------------------------------------------------------- commands
 
 
 @_command("valence")
@@ -26,7 +39,7 @@ def _valence(args: argparse.Namespace) -> int:
     from crysvcd.chem.valence import label_valence
 
     if args.csv is None and not args.formulas:
-        raise SystemExit("crysvcd valence: give formulas or --csv FILE")
+        raise ValueError("give formulas or --csv FILE")
     if args.csv is None:
         failed = 0
         for formula in args.formulas:
@@ -36,12 +49,17 @@ def _valence(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 failed += 1
                 print(f"{formula}\terror\t{exc}")
-        return 1 if failed == len(args.formulas) else 0
+        return 1 if failed else 0
 
     from crysvcd.chem.labels import label_csv
 
-    out = Path(args.out) if args.out else Path(args.csv).with_suffix(".valence.csv")
-    summary = label_csv(args.csv, column=args.column, out=out)
+    src = Path(args.csv)
+    if not src.is_file():
+        raise ValueError(f"--csv {src}: no such file")
+    out = Path(args.out) if args.out else src.with_suffix(".valence.csv")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: folder {out.parent} does not exist")
+    summary = label_csv(src, column=args.column, out=out)
     print(f"wrote {out}")
     for key, value in summary.items():
         print(f"{key}: {value}")
@@ -57,39 +75,98 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-@_command("train")
-def _train(args: argparse.Namespace) -> int:
-    if args.stage == "stage1":
-        from crysvcd.config import Stage1Config
-        from crysvcd.stage1.train import shipped_checkpoint, train
+@_command("formulas")
+def _formulas(args: argparse.Namespace) -> int:
+    import csv
 
-        cfg = Stage1Config(kind=args.kind, properties=list(args.property or []), seed=args.seed)
-        if args.epochs is not None:
-            cfg.max_epochs = args.epochs
-        init = args.init or (shipped_checkpoint(args.kind) if cfg.properties else None)
-        result = train(cfg, args.out or f"runs/stage1_{args.kind}", data=args.data, init=init)
-    else:
-        from crysvcd.config import Stage2Config
-        from crysvcd.stage2.train import shipped_checkpoint, train
+    from crysvcd.stage1.sample import load_sampler
 
-        cfg = Stage2Config(
-            properties=list(args.property or []), seed=args.seed, max_hours=args.max_hours
-        )
-        if args.epochs is not None:
-            cfg.max_epochs = args.epochs
-        if args.lr is not None:
-            cfg.lr = args.lr
-        if args.min_lr is not None:
-            cfg.min_lr = args.min_lr
-        init = args.init or (shipped_checkpoint() if cfg.properties else None)
-        result = train(cfg, args.out or "runs/stage2", data=args.data, init=init)
-    print(f"best dev loss {result['best_dev_loss']:.4f} after {result['epochs']} epochs")
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.out and not Path(args.out).parent.is_dir():
+        raise ValueError(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
+    sampler = load_sampler(args.stage1, args.kind)
+    formulas, stats = sampler.sample(
+        args.n, args.formula_temperature, args.top_k, args.top_p, args.seed, args.condition
+    )
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    writer = csv.writer(out, delimiter="," if args.out else "\t")
+    writer.writerow(["reduced_formula", "cell_formula", "valence_tokens"])
+    for f in formulas:
+        writer.writerow([f.reduced_formula, f.cell_formula, f.valence_string()])
+    if args.out:
+        out.close()
+        print(f"wrote {len(formulas)} formulas to {args.out}")
+    logging.getLogger("crysvcd").info(
+        "# %d %s formulas in %.2f s (dead ends resampled: %d)",
+        len(formulas), sampler.cfg.kind, stats.seconds, stats.dead_ends,
+    )  # fmt: skip
     return 0
 
 
-@_command("generate")
+def _fit_config(args: argparse.Namespace, defaults):
+    from dataclasses import replace
+
+    changes = {
+        "max_epochs": args.epochs, "max_hours": args.max_hours, "lr": args.lr,
+        "min_lr": args.min_lr, "batch_size": args.batch_size, "device": args.device,
+        "precision": args.precision, "seed": args.seed,
+    }  # fmt: skip
+    return replace(defaults, **{k: v for k, v in changes.items() if v is not None})
+
+
+@_command("train", resume=lambda a: f"{a.out}/last.pt holds the last finished epoch; "
+          "run the same command to resume")  # fmt: skip
+def _train(args: argparse.Namespace) -> int:
+    from crysvcd import checkpoints
+
+    props = list(args.property or [])
+    if args.stage == "stage1":
+        from crysvcd.config import Stage1Config
+        from crysvcd.stage1.train import FIT, train
+
+        cfg, fit_cfg = Stage1Config(kind=args.kind, properties=props), _fit_config(args, FIT)
+        # a property model is a fine-tune of the shipped one unless told otherwise
+        init = args.init or (checkpoints.shipped(f"stage1-{args.kind}") if props else None)
+        run = lambda: train(cfg, args.out, fit_cfg, data=args.data, init=init)  # noqa: E731
+    elif args.stage == "stage2":
+        from crysvcd.config import Stage2Config
+        from crysvcd.stage2.train import FIT, train
+
+        if args.init is None and props:
+            args.init = checkpoints.shipped("stage2")
+        kwargs = {"properties": props}
+        if args.init:  # a fine-tune keeps the architecture of its starting point
+            from crysvcd.stage2.cspnet import load_model
+
+            base = load_model(args.init).cfg
+            kwargs = {**base.to_dict(), "properties": props}
+        cfg, fit_cfg = Stage2Config(**kwargs), _fit_config(args, FIT)
+        run = lambda: train(cfg, args.out, fit_cfg, data=args.data, init=args.init)  # noqa: E731
+    else:
+        from crysvcd.dielectric.model import DielectricConfig
+        from crysvcd.dielectric.train import FIT, train
+
+        if props or args.init or args.data:
+            raise ValueError("train dielectric takes no --property, --init or --data")
+        cfg, fit_cfg = DielectricConfig(), _fit_config(args, FIT)
+        run = lambda: train(cfg, args.out, fit_cfg)  # noqa: E731
+    if args.export and Path(args.export).exists() and not args.overwrite:
+        raise ValueError(f"--export {args.export} exists: add --overwrite to replace it")
+    result = run()
+    print(f"{result.epochs} epochs, {result.steps} steps, {result.seconds / 3600:.2f} h; "
+          f"best dev {result.best:.4f}; run folder {args.out}")  # fmt: skip
+    if args.export:
+        dest = checkpoints.export(args.out, args.export, fp16=args.fp16)
+        print(f"exported {dest} (+ {dest.with_suffix('.json').name})")
+    return 0
+
+
+@_command("generate", resume=lambda a: f"structures made so far are in {a.out} "
+          "(summary.csv); run the same command with --resume to continue")  # fmt: skip
 def _generate(args: argparse.Namespace) -> int:
-    from crysvcd.pipeline import GenerateConfig, generate
+    from crysvcd.config import GenerateConfig
+    from crysvcd.pipeline import generate
 
     cfg = GenerateConfig(
         n=args.n,
@@ -97,154 +174,268 @@ def _generate(args: argparse.Namespace) -> int:
         formulas=list(args.formula or []),
         samples_per_formula=args.samples_per_formula,
         candidates=args.candidates,
-        rank_mlip=args.rank_mlip,
-        steps=args.steps,
+        rank_mlip=args.mlip,
+        steps=args.diffusion_steps,
+        corrector=args.corrector,
         seed=args.seed,
+        formula_temperature=args.formula_temperature,
         conditions=list(args.condition or []),
-        stage2=args.stage2_checkpoint,
-        corrector=not args.no_corrector,
+        guidance=args.guidance,
+        valence_masks=args.valence_masks,
+        stage1_ionic=args.stage1_ionic,
+        stage1_alloy=args.stage1_alloy,
+        stage2=args.stage2,
+        device=args.device,
     )
-    structures = generate(cfg, args.out, progress=not args.quiet)
-    print(
-        f"wrote {len(structures)} structures to {args.out} "
-        "(cif/, structures.extxyz, summary.csv, run.json)"
-    )
+    structures = generate(cfg, args.out, progress=not args.quiet, resume=args.resume,
+                          overwrite=args.overwrite)  # fmt: skip
+    print(f"wrote {len(structures)} structures to {args.out} "
+          "(cif/, structures.extxyz, summary.csv, run.json)")  # fmt: skip
     return 0
 
 
-@_command("evaluate")
-def _evaluate(args: argparse.Namespace) -> int:
-    from crysvcd.evaluate.kappa import KappaSettings
-    from crysvcd.evaluate.phonons import PhononSettings
-    from crysvcd.evaluate.runner import EvaluateConfig, evaluate
+def _evaluate_config(args: argparse.Namespace):
+    from crysvcd.evaluate.settings import EvaluateConfig, KappaSettings, PhononSettings
 
-    cfg = EvaluateConfig(
+    mesh = args.kappa_mesh
+    return EvaluateConfig(
         mlip=args.mlip,
         model_path=args.model_path,
         ehull=args.ehull,
-        phonons=args.phonons,
         fmax=args.fmax,
-        steps=args.steps,
+        relax_steps=args.relax_steps,
         optimizer=args.optimizer,
         timeout=args.timeout,
+        phonons=args.phonons,
         phonon_fmax=args.phonon_fmax,
-        phonon_steps=args.phonon_steps,
+        phonon_steps=args.phonon_relax_steps,
         phonon=PhononSettings(
-            supercell_min_length=args.supercell_length,
-            displacement=args.displacement,
-            mesh=tuple(args.mesh),
-            max_supercell_atoms=args.max_supercell_atoms,
-            timeout=args.timeout,
+            supercell_min_length=args.phonon_supercell,
+            displacement=args.phonon_displacement,
+            mesh=tuple(args.phonon_mesh),
+            max_supercell_atoms=args.phonon_max_atoms,
         ),
+        phonon_ehull_max=args.phonon_ehull_max,
         kappa=args.kappa,
         kappa_settings=KappaSettings(
-            mesh=args.kappa_mesh,
-            supercell_min_length=args.kappa_supercell_length,
+            mesh=mesh[0] if len(mesh) == 1 else [int(m) for m in mesh],
+            supercell_min_length=args.kappa_supercell,
             fc3_cutoff=args.kappa_fc3_cutoff,
             budget_s=args.kappa_budget,
         ),
         dielectric=args.dielectric,
-        dielectric_checkpoint=args.dielectric_checkpoint,
-        workers=args.workers,
+        dielectric_checkpoint=args.dielectric_model,
     )
-    table = evaluate(args.source, cfg, db=args.db, progress=not args.quiet)
-    ok = int((table.get("status") == "ok").sum()) if len(table) else 0
-    print(f"{ok}/{len(table)} structures labelled; table in labels.csv beside the database")
+
+
+@_command("evaluate", resume=lambda a: "labels finished so far are saved in "
+          f"{a.db or 'labels.db beside the source'}; run the same command to resume")  # fmt: skip
+def _evaluate(args: argparse.Namespace) -> int:
+    from crysvcd.evaluate.runner import evaluate
+
+    cfg = _evaluate_config(args)
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    table = evaluate(args.source, cfg, db=args.db, workers=args.workers, scheduler=args.scheduler,
+                     retry_failed=args.retry_failed, progress=not args.quiet)  # fmt: skip
+    status = table["status"] if "status" in table else []
+    counts = {s: int((status == s).sum()) for s in ("ok", "failed", "invalid")}
+    print(f"{len(table)} structures: {counts['ok']} labelled, {counts['failed']} failed, "
+          f"{counts['invalid']} invalid; table in labels.csv beside the source")  # fmt: skip
     return 0
 
 
+# ----------------------------------------------------------------------------- parser
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _sub(sub, name: str, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info lines")
+    return p
+
+
+def _fit_options(p: argparse.ArgumentParser) -> None:
+    from crysvcd.config import PRECISIONS
+
+    g = p.add_argument_group("training loop (defaults: the model's, see its FIT)")
+    g.add_argument("--epochs", type=int, help="maximum epochs")
+    g.add_argument("--max-hours", type=float, help="wall-time budget over all resumes")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--min-lr", type=float, help="final learning rate of the cosine")
+    g.add_argument("--batch-size", type=int, help="crystals or formulas per step")
+    g.add_argument("--device", help="auto, cpu, cuda or cuda:N (torchrun: one per process)")
+    g.add_argument("--precision", choices=PRECISIONS, help="tf32 or bf16 on GPUs")
+    g.add_argument("--seed", type=int, help="random seed")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from crysvcd.config import GenerateConfig
+    from crysvcd.evaluate.settings import BACKENDS, EvaluateConfig, KappaSettings, PhononSettings
+
+    G, E, P, K = GenerateConfig, EvaluateConfig, PhononSettings, KappaSettings
     parser = argparse.ArgumentParser(
-        prog="crysvcd", description="Valence-constrained crystal generation."
-    )
+        prog="crysvcd", description="Valence-constrained crystal generation.",
+        formatter_class=_Formatter,
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"crysvcd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("valence", help="label formulas with charge-neutral valence tokens")
+    p = _sub(sub, "valence", "label formulas with charge-neutral valence tokens")
     p.add_argument("formulas", nargs="*", help="cell formulas, e.g. Fe3O4 Cu2ZnSnS4")
     p.add_argument("--csv", help="label every row of this CSV instead")
     p.add_argument("--column", default="pretty_formula", help="formula column of --csv")
     p.add_argument("--out", help="output CSV (default: <csv>.valence.csv)")
 
-    p = sub.add_parser("data", help="bundled data")
+    p = _sub(sub, "data", "bundled data")
     p.add_argument("what", choices=["info"], help="info: counts of the training pool")
 
-    from crysvcd.stage1.cli import add_stage1_commands
+    p = _sub(sub, "formulas", "sample charge-balanced formulas (Stage I)")
+    p.add_argument("--kind", choices=["ionic", "alloy"], default="ionic", help="which model")
+    p.add_argument("--n", type=int, default=20, help="formulas to sample")
+    p.add_argument("--formula-temperature", "--temperature", type=float, default=1.0,
+                   help="sampling temperature")  # fmt: skip
+    p.add_argument("--top-k", type=int, default=None, help="keep the k likeliest moves")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--condition", action="append", help="NAME=VALUE target of a conditioned model")
+    p.add_argument("--stage1", help="a Stage I checkpoint (default: the shipped one of --kind)")
+    p.add_argument("--out", help="write a CSV here instead of printing")
 
-    add_stage1_commands(sub, _command)
-
-    p = sub.add_parser("train", help="train or fine-tune a model; resumes from its last checkpoint")
-    p.add_argument("stage", choices=["stage1", "stage2"])
+    p = _sub(sub, "train", "train or fine-tune a model; resumes from OUT/last.pt")
+    p.add_argument("stage", choices=["stage1", "stage2", "dielectric"], help="which model")
     p.add_argument("--kind", choices=["ionic", "alloy"], default="ionic", help="stage1 only")
     p.add_argument("--data", help="MP-20-format CSV (default: the bundled training pool)")
-    p.add_argument(
-        "--property",
-        action="append",
-        help="NAME=COLUMN (continuous) or NAME=COLUMN>THRESHOLD (binary)",
-    )
+    p.add_argument("--property", action="append",
+                   help="NAME=COLUMN (continuous) or NAME=COLUMN>THRESHOLD (binary)")  # fmt: skip
     p.add_argument("--init", help="start from this checkpoint (default with --property: shipped)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--max-hours", type=float, default=None, help="stage2: wall-time budget")
-    p.add_argument("--lr", type=float, default=None, help="stage2: peak learning rate")
-    p.add_argument("--min-lr", type=float, default=None, help="stage2: final learning rate")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="run folder (default runs/stage1_<kind> or runs/stage2)")
+    p.add_argument("--out", default="runs/train", help="run folder")
+    p.add_argument("--export", help="after training, copy best.pt here with a JSON sidecar")
+    p.add_argument("--fp16", action="store_true", help="--export stores fp16 weights")
+    p.add_argument("--overwrite", action="store_true", help="--export may replace a file")
+    _fit_options(p)
 
-    p = sub.add_parser("generate", help="Stage I + Stage II: new charge-balanced crystals")
-    p.add_argument("--n", type=int, default=20, help="formulas from Stage I")
-    p.add_argument("--ionic-fraction", type=float, default=0.7)
+    p = _sub(sub, "generate", "Stage I + Stage II: new charge-balanced crystals")
+    p.add_argument("--n", type=int, default=G.n, help="formulas from Stage I")
+    p.add_argument("--ionic-fraction", type=float, default=G.ionic_fraction,
+                   help="share of formulas from the ionic model")  # fmt: skip
     p.add_argument("--formula", action="append", help="skip Stage I: use these cell formulas")
-    p.add_argument("--samples-per-formula", type=int, default=1)
+    p.add_argument("--samples-per-formula", type=int, default=G.samples_per_formula,
+                   help="structures per formula")  # fmt: skip
     p.add_argument(
         "--candidates",
         type=int,
-        default=1,
-        help="draw K structures per output, keep the lowest MLIP energy per atom (unrelaxed)",
+        default=G.candidates,
+        help="draw K structures per output, keep the lowest --mlip energy (unrelaxed)",
     )
-    p.add_argument("--rank-mlip", default="sevennet", choices=BACKENDS)
-    p.add_argument("--steps", type=int, default=1000, help="diffusion steps (1000: full PC)")
-    p.add_argument("--no-corrector", action="store_true", help="predictor steps only")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--condition", action="append", help="NAME=VALUE (conditioned models)")
-    p.add_argument("--stage2-checkpoint", help="a Stage II checkpoint (default: shipped)")
+    p.add_argument("--mlip", default=G.rank_mlip, choices=BACKENDS,
+                   help="MLIP that ranks --candidates")  # fmt: skip
+    p.add_argument("--diffusion-steps", type=int, default=G.steps, help="reverse diffusion steps")
+    p.add_argument("--corrector", action=argparse.BooleanOptionalAction, default=G.corrector,
+                   help="Langevin corrector step before each predictor step")  # fmt: skip
+    p.add_argument("--formula-temperature", type=float, default=G.formula_temperature,
+                   help="Stage I sampling temperature")  # fmt: skip
+    p.add_argument("--condition", action="append", help="NAME=VALUE for conditioned models")
+    p.add_argument("--guidance", type=float, default=G.guidance,
+                   help="classifier-free guidance w (default: the model's)")  # fmt: skip
+    p.add_argument("--valence-masks", action=argparse.BooleanOptionalAction,
+                   default=G.valence_masks,
+                   help="charge-balance masks in Stage I (--no-valence-masks: the unconstrained "
+                   "baseline, non-neutral formulas kept)")  # fmt: skip
+    p.add_argument("--stage1-ionic", help="ionic Stage I checkpoint (default: shipped)")
+    p.add_argument("--stage1-alloy", help="alloy Stage I checkpoint (default: shipped)")
+    p.add_argument("--stage2", help="Stage II checkpoint (default: shipped)")
+    p.add_argument("--device", default=G.device, help="Stage II sampling: cpu, cuda or auto")
+    p.add_argument("--seed", type=int, default=G.seed, help="random seed")
     p.add_argument("--out", default="results", help="output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
 
-    p = sub.add_parser("evaluate", help="relax with an MLIP and label (Ehull, phonons)")
+    p = _sub(sub, "evaluate", "relax with an MLIP and label (Ehull, phonons, kappa, epsilon)")
     p.add_argument("source", help="folder of CIFs (or a generate output), extxyz, or ASE db")
-    p.add_argument("--mlip", default="sevennet", choices=BACKENDS)
+    p.add_argument("--mlip", default=E.mlip, choices=BACKENDS, help="MLIP backend")
     p.add_argument("--model-path", help="weights file (required for mattersim)")
-    p.add_argument("--ehull", action="store_true", help="energy above the MP hull (MP2020)")
-    p.add_argument("--fmax", type=float, default=0.01)
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--optimizer", choices=["FIRE", "BFGS"], default="FIRE")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds per calculation")
+    p.add_argument("--ehull", action=argparse.BooleanOptionalAction, default=E.ehull,
+                   help="energy above the MP hull (MP2020)")  # fmt: skip
+    p.add_argument("--fmax", type=float, default=E.fmax, help="relaxation force limit, eV/A")
+    p.add_argument("--relax-steps", type=int, default=E.relax_steps, help="relaxation steps")
+    p.add_argument("--optimizer", choices=["FIRE", "BFGS"], default=E.optimizer,
+                   help="relaxation optimizer")  # fmt: skip
+    p.add_argument("--timeout", type=float, default=E.timeout,
+                   help="seconds per relaxation or phonon calculation")  # fmt: skip
     p.add_argument("--phonons", action="store_true", help="phonon stability (phonopy)")
-    p.add_argument("--phonon-fmax", type=float, default=0.003, help="relaxation before phonons")
-    p.add_argument("--phonon-steps", type=int, default=200)
-    p.add_argument("--supercell-length", type=float, default=20.0, help="phonon supercell, A")
-    p.add_argument("--displacement", type=float, default=0.01, help="phonon displacement, A")
-    p.add_argument("--mesh", type=int, nargs=3, default=[8, 8, 8], help="phonon q-mesh")
-    p.add_argument("--max-supercell-atoms", type=int, default=2000)
+    p.add_argument("--phonon-fmax", type=float, default=E.phonon_fmax,
+                   help="tight relaxation before phonons, eV/A")  # fmt: skip
+    p.add_argument(
+        "--phonon-relax-steps",
+        type=int,
+        default=E.phonon_steps,
+        help="steps of that relaxation (not converged: counted unstable)",
+    )
+    p.add_argument("--phonon-supercell", type=float, default=P.supercell_min_length,
+                   help="smallest perpendicular width of the supercell, A")  # fmt: skip
+    p.add_argument("--phonon-displacement", type=float, default=P.displacement,
+                   help="finite displacement, A")  # fmt: skip
+    p.add_argument("--phonon-mesh", type=int, nargs=3, default=list(P.mesh),
+                   help="Gamma-centred q-mesh (three integers)")  # fmt: skip
+    p.add_argument("--phonon-max-atoms", type=int, default=P.max_supercell_atoms,
+                   help="skip larger supercells")  # fmt: skip
+    p.add_argument("--phonon-ehull-max", type=float, default=E.phonon_ehull_max,
+                   help="phonons only below this Ehull, eV/atom")  # fmt: skip
     p.add_argument("--kappa", action="store_true", help="lattice thermal conductivity (phono3py)")
-    p.add_argument("--kappa-mesh", type=float, default=60.0, help="q-mesh length, A")
-    p.add_argument("--kappa-supercell-length", type=float, default=9.0, help="fc3 supercell, A")
-    p.add_argument("--kappa-fc3-cutoff", type=float, default=None, help="fc3 pair cutoff, A")
-    p.add_argument("--kappa-budget", type=float, default=3600.0, help="seconds per material")
+    p.add_argument("--kappa-mesh", type=float, nargs="+", default=[K.mesh],
+                   help="q-mesh: a length in A, or three integers")  # fmt: skip
+    p.add_argument("--kappa-supercell", type=float, default=K.supercell_min_length,
+                   help="smallest perpendicular width of the fc3 supercell, A")  # fmt: skip
+    p.add_argument("--kappa-fc3-cutoff", type=float, default=K.fc3_cutoff,
+                   help="drop fc3 pairs farther apart, A")  # fmt: skip
+    p.add_argument(
+        "--kappa-budget",
+        type=float,
+        default=K.budget_s,
+        help="seconds per material; larger ones are skipped with the reason",
+    )
     p.add_argument("--dielectric", action="store_true", help="e3nn dielectric-constant surrogate")
-    p.add_argument("--dielectric-checkpoint", help="surrogate weights (default: shipped)")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (1 thread each)")
-    p.add_argument("--db", help="ASE database path or PostgreSQL URL (default: labels.db)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--dielectric-model", help="surrogate checkpoint (default: shipped)")
+    p.add_argument("--workers", type=int, default=1, help="Dask worker processes (1 thread each)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786)")
+    p.add_argument("--db", help="ASE database path or PostgreSQL URL (default: SOURCE/labels.db)")
+    p.add_argument("--retry-failed", action="store_true", help="recompute failed structures")
     return parser
 
 
+def _check_kappa_mesh(args: argparse.Namespace) -> None:
+    mesh = getattr(args, "kappa_mesh", None)
+    if mesh is not None and len(mesh) not in (1, 3):
+        raise ValueError("--kappa-mesh takes one length (A) or three integers")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    warnings.filterwarnings("ignore", category=UserWarning)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")  # library chatter; errors still surface
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("crysvcd")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    root.propagate = False
+    name = args.command
     try:
-        return _COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"crysvcd {args.command}: error: {exc}", file=sys.stderr)
+        _check_kappa_mesh(args)
+        return _COMMANDS[name](args)
+    except KeyboardInterrupt:
+        hint = _RESUME.get(name, lambda a: "")(args)
+        print(f"\ncrysvcd {name}: interrupted. {hint}".rstrip(), file=sys.stderr)
+        return 130
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"crysvcd {name}: error: {text}", file=sys.stderr)
+        if logging.getLogger("crysvcd").isEnabledFor(logging.DEBUG):
+            raise
         return 2
 
 

@@ -29,6 +29,10 @@ POOL_FILES = (
     "mpts52_mp20like.csv.gz",
 )
 
+# Materials Project formation energies (GGA/GGA+U, MP2020 scale) of 153,235 entries: the
+# offline hull (evaluate.hull) and the "known composition" check (metrics).
+MP_TABLE = "mp_formation_energy_gga_scale.csv.gz"
+
 _FORMULA_SUM = re.compile(r"_chemical_formula_sum\s+'?([^'\n]+?)'?\s*$", re.MULTILINE)
 
 
@@ -55,10 +59,15 @@ def structure_from_cif(cif: str) -> Structure:
     return Structure.from_str(cif, fmt="cif")
 
 
+def hash_bucket(key: str) -> int:
+    """0..99 from a SHA-256 of ``key``: a split that never changes and needs no order."""
+    digest = hashlib.sha256(str(key).encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100
+
+
 def split_of(material_id: str) -> str:
-    """'dev' for about DEV_PERCENT % of ids, chosen by a hash so it never changes."""
-    digest = hashlib.sha256(str(material_id).encode()).digest()
-    return "dev" if int.from_bytes(digest[:4], "big") % 100 < DEV_PERCENT else "train"
+    """'dev' for about DEV_PERCENT % of ids, 'train' for the rest."""
+    return "dev" if hash_bucket(material_id) < DEV_PERCENT else "train"
 
 
 def read_mp20_csv(path: str | Path, source: str | None = None) -> pd.DataFrame:

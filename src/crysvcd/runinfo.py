@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -23,9 +24,18 @@ def versions() -> dict[str, str]:
 
 
 def write_run_record(folder: str | Path, config: dict, seed: int | None, **extra) -> Path:
-    """Write ``run.json`` beside a run's outputs."""
+    """Write ``run.json`` beside a run's outputs: this invocation's record at the top level,
+    and every earlier invocation's (a resumed or extended run) under ``earlier``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "run.json"
+    earlier = []
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+            earlier = old.pop("earlier", []) + [old]
+        except json.JSONDecodeError:
+            earlier = []  # a torn file from a killed run: start the history afresh
     record = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": sys.argv,
@@ -33,17 +43,22 @@ def write_run_record(folder: str | Path, config: dict, seed: int | None, **extra
         "config": config,
         "versions": versions(),
         **extra,
+        "earlier": earlier,
     }
-    path = folder / "run.json"
-    path.write_text(json.dumps(record, indent=2, default=str))
+    atomic_write_text(path, json.dumps(record, indent=2, default=str))
     return path
 
 
-def log_epoch(folder: str | Path, rec: dict, log=None) -> None:
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename: never half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def log_epoch(folder: str | Path, rec: dict) -> None:
     """Append one epoch's record to ``log.jsonl`` (kept on disk, so a killed run loses
-    nothing) and print it as ``key value`` pairs when ``log`` is given."""
+    nothing)."""
     with open(Path(folder) / "log.jsonl", "a") as fh:
-        fh.write(json.dumps(rec) + "\n")
-    if log is not None:
-        parts = (f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rec.items())
-        log(" ".join(parts))
+        fh.write(json.dumps(rec, default=str) + "\n")

@@ -1,7 +1,7 @@
 """Chemistry of valence tokens: oxidation states, electron configurations, the labeller."""
 
 from crysvcd.chem.electrons import Configuration, configuration
-from crysvcd.chem.oxidation import allowed_states, is_alloy_forming
+from crysvcd.chem.oxidation import MAX_Z, allowed_states, is_alloy_forming
 from crysvcd.chem.valence import (
     NoValidAssignmentError,
     ValenceAssignment,
@@ -10,6 +10,7 @@ from crysvcd.chem.valence import (
 )
 
 __all__ = [
+    "MAX_Z",
     "Configuration",
     "NoValidAssignmentError",
     "ValenceAssignment",

@@ -28,9 +28,9 @@ from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 from pymatgen.io.vasp.sets import MPRelaxSet
 
+from crysvcd.datasets import MP_TABLE as REFERENCE_FILE
 from crysvcd.datasets import data_path
 
-REFERENCE_FILE = "mp_formation_energy_gga_scale.csv.gz"
 ELEMENTS_FILE = "2023-02-07-mp-elemental-reference-entries.json.gz"
 EF_RANGE = (-5.0, 3.0)  # rows outside are known conversion failures (SOURCE.md)
 UNRELIABLE = {"Yb"}  # no elemental entry on the reference scale

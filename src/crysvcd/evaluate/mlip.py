@@ -3,7 +3,7 @@
 | name | package | weights | licence | notes |
 |---|---|---|---|---|
 | sevennet | sevenn | 7net-0, inside the wheel | GPL-3.0 | smooth forces: use for phonons |
-| sevennet-l3i5 | sevenn | 7net-l3i5 (l_max 3, 5 layers), inside the wheel | GPL-3.0 | larger, slower |
+| sevennet-l3i5 | sevenn | 7net-l3i5 (l_max 3, 5 layers), in the wheel | GPL-3.0 | larger |
 | sevennet-mf0 | sevenn | 7net-MF-0, PBE fidelity, inside the wheel | GPL-3.0 | multi-fidelity |
 | chgnet | chgnet | inside the wheel | BSD-3 | relaxations, energies; forces too rough for phonons |
 | mattersim | mattersim | a checkpoint file the user has | MIT | only with ``model_path`` |
@@ -16,8 +16,10 @@ from functools import cache
 from pathlib import Path
 
 from ase.calculators.calculator import Calculator
+from pymatgen.core import Element, Structure
 
-BACKENDS = ("sevennet", "sevennet-l3i5", "sevennet-mf0", "chgnet", "mattersim", "emt")
+from crysvcd.evaluate.settings import BACKENDS
+
 # SevenNet weights inside the sevenn wheel, by backend name: (model, modal)
 _SEVENNET = {
     "sevennet": ("7net-0", None),
@@ -65,3 +67,34 @@ def get_calculator(name: str = "sevennet", model_path: str | Path | None = None)
     if name not in BACKENDS:
         raise ValueError(f"unknown MLIP {name!r}; choose from {', '.join(BACKENDS)}")
     return _cached(name, str(model_path) if model_path else None)
+
+
+def supported_numbers(calculator: Calculator) -> set[int] | None:
+    """Atomic numbers the calculator knows, where it says so (SevenNet, EMT); else None."""
+    type_map = getattr(calculator, "type_map", None)
+    if isinstance(type_map, dict) and type_map:
+        return {int(z) for z in type_map}
+    if type(calculator).__name__ == "EMT":
+        from ase.calculators.emt import parameters
+
+        return {Element(symbol).Z for symbol in parameters}
+    return None
+
+
+def check_supported_elements(structure: Structure, calculator: Calculator) -> None:
+    """Refuse an element the calculator has no parameters for, before any costly call."""
+    if not structure.is_ordered:
+        raise ValueError(
+            f"{structure.composition.reduced_formula}: partial occupancies; phonons need an "
+            "ordered structure"
+        )
+    known = supported_numbers(calculator)
+    if known is None:
+        return
+    missing = sorted({el.symbol for el in structure.composition if el.Z not in known})
+    if missing:
+        raise ValueError(
+            f"{structure.composition.reduced_formula}: the MLIP "
+            f"({type(calculator).__name__}) has no parameters for element(s) "
+            f"{', '.join(missing)}"
+        )

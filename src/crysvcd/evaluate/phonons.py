@@ -11,26 +11,39 @@ acoustic branches included: near Γ they go linearly to zero, so an imaginary ac
 branch away from q = 0 (a negative elastic constant) is a real instability, and round-off
 of 1e-3 THz stays below the threshold.
 
-The supercell is a diagonal multiple of the given cell with every lattice vector at least
-``supercell_min_length`` long (20 Å by default, as in the paper). Its cost grows with the
-cube of that length: ``max_supercell_atoms`` and ``timeout`` bound it, and a structure
-beyond them is reported as skipped, with the reason, instead of computed.
+Symmetry: the cell is first made exactly symmetric at ``symprec`` (spglib's idealised
+primitive cell), so phonopy finds the full space group and displaces only the
+symmetry-distinct atoms along the distinct directions (cubic NaCl: 2 displacements instead
+of 6 per atom x 2 atoms). A structure relaxed without symmetry constraints is first
+tightly relaxed with its symmetry kept (``crysvcd evaluate`` does this), so that the
+idealised cell is still at its minimum; a distortion that lowers the symmetry then shows
+up as an imaginary mode, which is what the test is for.
+
+The supercell is the smallest diagonal multiple of the cell or of its conventional cell
+whose perpendicular widths all reach ``supercell_min_length`` (20 Å by default, as in the
+paper; ``supercells.py``). Its cost grows with the cube of that length:
+``max_supercell_atoms`` and ``timeout`` bound it, and a structure beyond them is reported
+as skipped, with the reason, instead of computed.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from ase import Atoms
 from ase.calculators.calculator import Calculator
-from phonopy import Phonopy
-from phonopy.structure.atoms import PhonopyAtoms
 from pymatgen.core import Structure
 
-from crysvcd.evaluate.relax import check_structure
+from crysvcd import geometry
+from crysvcd.evaluate.mlip import check_supported_elements
+from crysvcd.evaluate.settings import PhononSettings
+from crysvcd.evaluate.supercells import (
+    ase_atoms,
+    choose_supercell_matrix,
+    idealized_primitive,
+    phonopy_atoms,
+)
 
 
 class PhononSkipped(RuntimeError):
@@ -38,39 +51,16 @@ class PhononSkipped(RuntimeError):
 
 
 @dataclass
-class PhononSettings:
-    supercell_min_length: float = 20.0  # Angstrom along every lattice vector
-    displacement: float = 0.01  # Angstrom (phonopy's default; 0.01-0.03 is sensible)
-    mesh: tuple[int, int, int] = (8, 8, 8)
-    threshold: float = 0.01  # THz: larger imaginary frequencies mean unstable
-    max_supercell_atoms: int = 2000
-    timeout: float | None = None  # seconds for the whole calculation
-
-
-@dataclass
 class PhononResult:
     stable: bool
     min_frequency: float  # THz, lowest counted frequency (negative = imaginary)
     n_imaginary: int  # (q-point, band) pairs below -threshold
-    supercell: tuple[int, int, int]
+    supercell: tuple[int, ...]  # diagonal repeats, or the 9 entries of the matrix
     supercell_atoms: int
     n_displacements: int
     seconds: float
     frequencies: np.ndarray = field(repr=False)  # (n_q, n_bands) THz on the mesh
     qpoints: np.ndarray = field(repr=False)  # (n_q, 3) reduced
-
-
-def supercell_repeats(structure: Structure, min_length: float) -> tuple[int, int, int]:
-    """Smallest diagonal repeats that make each lattice vector at least ``min_length`` long."""
-    return tuple(max(1, math.ceil(min_length / a - 1e-9)) for a in structure.lattice.abc)
-
-
-def _phonopy_atoms(structure: Structure) -> PhonopyAtoms:
-    return PhonopyAtoms(
-        symbols=[site.specie.symbol for site in structure],
-        cell=structure.lattice.matrix,
-        scaled_positions=structure.frac_coords,
-    )
 
 
 def phonon_stability(
@@ -81,35 +71,48 @@ def phonon_stability(
     Relax tightly first (the paper: fmax 0.003 eV/Å): residual forces of a loose relaxation
     show up as spurious imaginary modes.
     """
+    from phonopy import Phonopy
+
     s = settings or PhononSettings()
-    check_structure(structure)
-    if not structure.is_ordered:
-        raise ValueError(f"{structure.formula}: partial occupancies cannot be displaced")
+    geometry.check(structure)
+    check_supported_elements(structure, calculator)
     start = time.perf_counter()
-    repeats = supercell_repeats(structure, s.supercell_min_length)
-    n_super = len(structure) * int(np.prod(repeats))
+    if s.symprec is not None:
+        structure = idealized_primitive(structure, s.symprec)
+    matrix = choose_supercell_matrix(structure, s.supercell_min_length, s.symprec or 1e-5)
+    n_super = len(structure) * round(abs(np.linalg.det(matrix)))
+    shape = _shape(matrix)
     if n_super > s.max_supercell_atoms:
         raise PhononSkipped(
-            f"supercell {repeats} has {n_super} atoms > max_supercell_atoms {s.max_supercell_atoms}"
+            f"supercell {shape} has {n_super} atoms > max_supercell_atoms {s.max_supercell_atoms}"
         )
     phonon = Phonopy(
-        _phonopy_atoms(structure), supercell_matrix=np.diag(repeats), primitive_matrix="auto"
+        phonopy_atoms(structure),
+        supercell_matrix=matrix,
+        primitive_matrix="auto",
+        symprec=s.symprec or 1e-5,
     )
     phonon.generate_displacements(distance=s.displacement)
     supercells = phonon.supercells_with_displacements
+    # Forces left in the undisplaced supercell are relaxation error, not a response to the
+    # displacement: subtract them from every displaced one (one extra force call).
+    perfect = ase_atoms(phonon.supercell)
+    perfect.calc = calculator
+    residual = np.asarray(perfect.get_forces(), dtype=float)
     forces = []
     for i, sc in enumerate(supercells):
         if s.timeout is not None and time.perf_counter() - start > s.timeout:
             raise PhononSkipped(
                 f"timeout after {s.timeout:.0f} s ({i} of {len(supercells)} displacements done)"
             )
-        atoms = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
+        atoms = ase_atoms(sc)
         atoms.calc = calculator
         f = np.asarray(atoms.get_forces(), dtype=float)
         if not np.isfinite(f).all():
             raise ValueError(f"{structure.formula}: non-finite forces from the MLIP")
         # A conservative potential has zero net force; remove any drift so it cannot leak
         # into the acoustic sum rule.
+        f = f - residual
         forces.append(f - f.mean(0))
     phonon.forces = np.array(forces)
     phonon.produce_force_constants()
@@ -126,10 +129,17 @@ def phonon_stability(
         stable=n_imag == 0,
         min_frequency=float(freqs[counted].min()),
         n_imaginary=n_imag,
-        supercell=repeats,
+        supercell=shape,
         supercell_atoms=n_super,
         n_displacements=len(supercells),
         seconds=time.perf_counter() - start,
         frequencies=freqs,
         qpoints=qpoints,
     )
+
+
+def _shape(matrix: np.ndarray) -> tuple[int, ...]:
+    """Diagonal repeats of a diagonal supercell matrix, else all nine entries."""
+    if np.count_nonzero(matrix - np.diag(np.diag(matrix))) == 0:
+        return tuple(int(v) for v in np.diag(matrix))
+    return tuple(int(v) for v in matrix.flatten())

@@ -15,7 +15,10 @@ from ase.optimize import BFGS, FIRE
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS}
+from crysvcd import geometry
+from crysvcd.evaluate.mlip import check_supported_elements
+
+OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS}  # the names of settings.OPTIMIZERS
 
 
 class RelaxationFailed(RuntimeError):
@@ -32,21 +35,6 @@ class RelaxResult:
     seconds: float
 
 
-def check_structure(structure: Structure) -> None:
-    """Refuse what an MLIP cannot take, with a message naming the problem."""
-    if not isinstance(structure, Structure):
-        raise ValueError("expected a periodic pymatgen Structure (molecules are not supported)")
-    if (
-        not np.isfinite(structure.frac_coords).all()
-        or not np.isfinite(structure.lattice.matrix).all()
-    ):
-        raise ValueError(f"{structure.formula}: coordinates or lattice contain NaN or inf")
-    if structure.volume < 0.1:
-        raise ValueError(
-            f"{structure.formula}: cell volume {structure.volume:.3g} A^3 is degenerate"
-        )
-
-
 def relax(
     structure: Structure,
     calculator: Calculator,
@@ -60,7 +48,8 @@ def relax(
 
     With ``symprec`` the space group found at that tolerance is kept (ASE FixSymmetry).
     """
-    check_structure(structure)
+    geometry.check(structure)
+    check_supported_elements(structure, calculator)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     atoms = AseAtomsAdaptor.get_atoms(structure)

@@ -1,62 +1,43 @@
-"""``crysvcd evaluate``: relax every structure with an MLIP and label it, resumably.
+"""``crysvcd evaluate``: relax every structure with an MLIP and label it, resumably, with the
+work fanned out over Dask.
 
 Sources: a folder of CIFs (or a results folder with ``cif/``), an extxyz file, or an ASE
-database. Each structure's labels go to the database as soon as it is done; a failure
-(bad input, explosion, timeout, missing elemental reference, a skipped phonon calculation)
-is recorded with its reason and the run goes on. With ``workers > 1`` structures are
-labelled in parallel processes (one thread each).
+database. An entry that cannot be read, is not periodic or breaks the validity rule
+(``geometry``) is recorded with its reason and never reaches the MLIP. Each structure's
+labels go to the database as soon as it is done; a failure is recorded with its reason and
+the run goes on. On a re-run a label is reused only when it was computed with the same
+settings: adding ``--phonons`` computes phonons for the rows that lack them, changing
+``--fmax`` relaxes again, ``--retry-failed`` retries failures.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+import logging
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-from ase.io import read
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 from tqdm import tqdm
 
-from crysvcd.evaluate.hull import corrected_formation_energy, e_above_hull, unreliable
-from crysvcd.evaluate.kappa import (
-    KappaSettings,
-    KappaSkipped,
-    lattice_thermal_conductivity,
-    relax_for_kappa,
-)
-from crysvcd.evaluate.parallel import map_structures
-from crysvcd.evaluate.phonons import PhononSettings, phonon_stability
-from crysvcd.evaluate.relax import relax
+from crysvcd import geometry
+from crysvcd.evaluate.labels import EvaluateConfig, error_text, label_structure
 from crysvcd.evaluate.store import ResultStore
-from crysvcd.runinfo import write_run_record
+from crysvcd.runinfo import atomic_write_text, write_run_record
+
+log = logging.getLogger(__name__)
 
 
-@dataclass
-class EvaluateConfig:
-    mlip: str = "sevennet"
-    model_path: str | None = None
-    ehull: bool = True
-    phonons: bool = False
-    fmax: float = 0.01  # the paper's value for Ehull
-    steps: int = 500
-    optimizer: str = "FIRE"
-    timeout: float | None = 900.0  # seconds per relaxation
-    # Phonons need a tighter minimum than Ehull (the paper: 0.003 eV/A, 200 steps); a
-    # relaxation that does not reach it counts as unstable.
-    phonon_fmax: float = 0.003
-    phonon_steps: int = 200
-    phonon: PhononSettings = field(default_factory=PhononSettings)
-    kappa: bool = False  # phono3py RTA; use sevennet (CHGNet forces give nonsense kappa)
-    kappa_settings: KappaSettings = field(default_factory=KappaSettings)
-    dielectric: bool = False  # e3nn surrogate on the relaxed structure (no MLIP involved)
-    dielectric_checkpoint: str | None = None  # None: the shipped model
-    workers: int = 1
+def _structure(atoms) -> Structure:
+    if not all(atoms.pbc):
+        raise ValueError("not periodic (a molecule?): crystals need pbc on all three axes")
+    return AseAtomsAdaptor.get_structure(atoms)
 
 
 def load_structures(source: str | Path) -> list[tuple[str, Structure | Exception]]:
-    """(key, structure) pairs; an unreadable entry carries its exception instead."""
+    """(key, structure) pairs; an entry that cannot be read carries its exception instead."""
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"no such file or folder: {source}")
@@ -68,164 +49,178 @@ def load_structures(source: str | Path) -> list[tuple[str, Structure | Exception
             raise ValueError(f"{source}: no CIF files found")
         for f in files:
             try:
-                out.append((f.stem, Structure.from_file(f)))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out.append((f.stem, Structure.from_file(f)))
             except Exception as exc:  # a broken file is recorded, not fatal
                 out.append((f.stem, exc))
         return out
     if source.suffix in (".db", ".sqlite"):
         from ase.db import connect
 
-        rows = connect(str(source)).select()
-        return [(str(r.get("key", r.id)), AseAtomsAdaptor.get_structure(r.toatoms())) for r in rows]
-    images = read(source, index=":")
-    return [
-        (f"{source.stem}_{i:05d}", AseAtomsAdaptor.get_structure(a)) for i, a in enumerate(images)
-    ]
+        for row in connect(str(source)).select():
+            key = str(row.get("key", row.id))
+            try:
+                out.append((key, _structure(row.toatoms())))
+            except Exception as exc:
+                out.append((key, exc))
+        return out
+    from ase.io import iread
 
-
-def _error(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def label_structure(
-    structure: Structure, cfg: EvaluateConfig, calculator
-) -> tuple[dict, Structure | None]:
-    """Every requested label of one structure and its relaxed form.
-
-    A failed relaxation raises; a failure of a later label is stored as ``<label>_error``
-    so that the labels already computed are kept.
-    """
-    start = time.perf_counter()
-    r = relax(structure, calculator, cfg.fmax, cfg.steps, cfg.optimizer, cfg.timeout)
-    labels: dict = {
-        "status": "ok",
-        "reduced_formula": r.structure.composition.reduced_formula,
-        "mlip": cfg.mlip,
-        "mlip_energy": r.energy,
-        "energy_per_atom": r.energy / len(r.structure),
-        "converged": r.converged,
-        "relax_steps": r.steps,
-        "residual_fmax": r.fmax,
-        "relax_seconds": round(r.seconds, 2),
-    }
-    if cfg.ehull:
-        try:
-            ef = corrected_formation_energy(r.structure, r.energy)
-            labels["formation_energy_per_atom"] = ef
-            labels["e_above_hull"] = e_above_hull(r.structure.composition, ef)
-            labels["ehull_unreliable"] = unreliable(r.structure.composition)
-            # A relaxation that did not converge counts as unstable (the paper's rule).
-            labels["stable"] = bool(r.converged and labels["e_above_hull"] < 0.1)
-        except Exception as exc:
-            labels["ehull_error"] = _error(exc)
-    if cfg.phonons:
-        labels.update(_phonon_labels(r.structure, cfg, calculator))
-    if cfg.kappa:
-        labels.update(_kappa_labels(r.structure, cfg, calculator))
-    if cfg.dielectric:
-        from crysvcd.evaluate.dielectric import dielectric_labels
-
-        labels.update(dielectric_labels(r.structure, cfg.dielectric_checkpoint))
-    labels["seconds"] = round(time.perf_counter() - start, 2)
-    return labels, r.structure
-
-
-def _phonon_labels(structure: Structure, cfg: EvaluateConfig, calculator) -> dict:
     try:
-        tight = relax(
-            structure, calculator, cfg.phonon_fmax, cfg.phonon_steps, cfg.optimizer, cfg.timeout
+        for i, atoms in enumerate(iread(source, index=":")):
+            try:
+                out.append((f"{source.stem}_{i:05d}", _structure(atoms)))
+            except Exception as exc:
+                out.append((f"{source.stem}_{i:05d}", exc))
+    except Exception as exc:
+        raise ValueError(f"{source}: not a structure file ASE can read ({exc})") from None
+    if not out:
+        raise ValueError(f"{source}: no structures in it")
+    return out
+
+
+@dataclass
+class Job:
+    key: str
+    structure: Structure  # the input, or the stored relaxed structure
+    steps: tuple[str, ...]
+    known: dict  # stored labels of the key (when the relaxation is reused)
+
+
+def plan(
+    items: list[tuple[str, Structure | Exception]],
+    store: ResultStore,
+    cfg: EvaluateConfig,
+    retry_failed: bool = False,
+) -> tuple[list[Job], int]:
+    """What to compute for each structure; unreadable and invalid ones are recorded at once.
+    Returns the jobs and the number of structures that need nothing."""
+    rows = store.rows()
+    jobs, done = [], 0
+    for key, structure in items:
+        row = rows.get(key)
+        if isinstance(structure, Exception):
+            if row is None or retry_failed:
+                store.write(key, status="failed", error=f"unreadable: {error_text(structure)}")
+            done += 1
+            continue
+        reason = geometry.invalid_reason(structure)
+        if reason:
+            if row is None or row.get("status") != "invalid":
+                store.write(
+                    key,
+                    status="invalid",
+                    invalid_reason=reason,
+                    reduced_formula=structure.composition.reduced_formula,
+                )
+            done += 1
+            continue
+        known = dict(row.key_value_pairs) if row is not None else {}
+        fresh = (
+            row is None
+            or known.get("relax_settings") != cfg.signature("relax")
+            or (known.get("status") == "failed" and retry_failed)
         )
-        if not tight.converged:
-            return {
-                "phonon_stable": False,
-                "phonon_note": f"relaxation to fmax {cfg.phonon_fmax} did not converge "
-                f"in {cfg.phonon_steps} steps (counted unstable)",
-            }
-        p = phonon_stability(tight.structure, calculator, cfg.phonon)
-    except Exception as exc:
-        return {"phonon_error": _error(exc)}
-    return {
-        "phonon_stable": p.stable,
-        "phonon_min_frequency_thz": p.min_frequency,
-        "phonon_n_imaginary": p.n_imaginary,
-        "phonon_supercell": "x".join(map(str, p.supercell)),
-        "phonon_displacements": p.n_displacements,
-        "phonon_seconds": round(p.seconds, 2),
-    }
+        if known.get("status") == "failed" and not retry_failed:
+            done += 1
+            continue
+        if fresh:
+            jobs.append(Job(key, structure, cfg.wanted(), {}))
+            continue
+        steps = tuple(
+            s
+            for s in cfg.wanted()[1:]
+            if known.get(f"{s}_settings") != cfg.signature(s)
+            or (retry_failed and f"{s}_error" in known)
+        )
+        if steps:
+            relaxed = AseAtomsAdaptor.get_structure(row.toatoms())
+            jobs.append(Job(key, relaxed, steps, known))
+        else:
+            done += 1
+    return jobs, done
 
 
-def _kappa_labels(structure: Structure, cfg: EvaluateConfig, calculator) -> dict:
-    # Its own symmetry-keeping tight relaxation: a slightly broken symmetry multiplies the
-    # number of displaced supercells.
-    try:
-        tight = relax_for_kappa(structure, calculator, timeout=cfg.timeout)
-        k = lattice_thermal_conductivity(tight.structure, calculator, cfg.kappa_settings)
-    except KappaSkipped as skip:
-        return {"kappa_skipped": skip.reason, "kappa_seconds": round(skip.seconds or 0.0, 2)}
-    except Exception as exc:
-        return {"kappa_error": _error(exc)}
-    return {
-        "kappa": k.kappa,
-        "kappa_xx": k.kappa_xx,
-        "kappa_yy": k.kappa_yy,
-        "kappa_zz": k.kappa_zz,
-        "kappa_method": k.method,
-        "kappa_supercells": k.n_supercells,
-        "kappa_mesh": "x".join(map(str, k.mesh)),
-        "kappa_min_frequency_thz": k.min_frequency,
-        # imaginary modes drop out of the RTA sum: such a kappa is not a usable label
-        "kappa_reliable": k.dynamically_stable,
-        "kappa_seconds": round(k.seconds, 2),
-    }
+def record(store: ResultStore, job: Job, labels: dict, relaxed: Structure | None, **extra) -> None:
+    """Store one job's result: a new row after a relaxation, else new labels on the row."""
+    if "relax" in job.steps:
+        atoms = AseAtomsAdaptor.get_atoms(relaxed) if relaxed is not None else None
+        if relaxed is None:
+            labels.setdefault("reduced_formula", job.structure.composition.reduced_formula)
+        store.write(job.key, atoms, **extra, **labels)
+    else:
+        store.update(job.key, **labels)
 
 
-def _work(item: tuple[Structure, EvaluateConfig], calculator) -> tuple[dict, Structure | None]:
-    structure, cfg = item
-    return label_structure(structure, cfg, calculator)
+def run_jobs(client, jobs: list[Job], cfg: EvaluateConfig):
+    """Submit every job to the Dask cluster; yield (job, labels, relaxed) as each finishes.
+    A task whose worker died (``KilledWorker``) is yielded as a failure."""
+    from distributed import as_completed
+
+    futures = {}
+    for job in jobs:
+        future = client.submit(
+            label_structure,
+            job.structure,
+            cfg,
+            job.steps,
+            job.structure,
+            job.known,
+            key=f"label-{job.key}-{'+'.join(job.steps)}",
+            pure=False,
+        )
+        futures[future] = job
+    for future in as_completed(futures):
+        job = futures.pop(future)
+        try:
+            labels, relaxed = future.result()
+        except Exception as exc:
+            labels, relaxed = {"status": "failed", "error": f"worker: {error_text(exc)}"}, None
+            if "relax" not in job.steps:
+                labels = {f"{job.steps[0]}_error": labels["error"]}
+        yield job, labels, relaxed
 
 
 def evaluate(
     source: str | Path,
     cfg: EvaluateConfig | None = None,
     db: str | Path | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
+    retry_failed: bool = False,
     progress: bool = True,
+    client=None,
 ) -> pd.DataFrame:
-    """Label every structure of ``source``; returns (and writes beside the db) the table."""
+    """Label every structure of ``source``; returns (and writes as ``labels.csv`` beside the
+    source) the table. ``client``: a running Dask client to use instead of starting one."""
+    from crysvcd.evaluate.cluster import close_client, start_client
+
     cfg = cfg or EvaluateConfig()
     source = Path(source)
     items = load_structures(source)
     out_dir = source if source.is_dir() else source.parent
-    db = db or out_dir / "labels.db"
-    store = ResultStore(db)
-    done = store.done()
-    write_run_record(out_dir / "evaluate_run", asdict(cfg), None, source=str(source), db=str(db))
-    todo = []
-    for key, structure in items:
-        if key in done:
-            continue
-        if isinstance(structure, Exception):
-            store.record(key, status="failed", error=f"unreadable: {structure}")
-            continue
-        todo.append((key, structure))
-    bar = tqdm(total=len(todo), disable=not progress, desc="evaluate", unit="str")
-    jobs = [(s, cfg) for _, s in todo]
-    for i, result in map_structures(_work, jobs, cfg.mlip, cfg.model_path, cfg.workers):
-        key, structure = todo[i]
-        if isinstance(result, Exception):
-            store.record(
-                key,
-                AseAtomsAdaptor.get_atoms(structure) if structure.is_ordered else None,
-                status="failed",
-                error=_error(result),
-                reduced_formula=structure.composition.reduced_formula,
-            )
-            bar.set_postfix_str(f"{key} failed")
-        else:
-            labels, relaxed = result
-            store.record(key, AseAtomsAdaptor.get_atoms(relaxed), **labels)
-            bar.set_postfix_str(f"{key} {labels['seconds']:.1f} s")
-        bar.update()
-    bar.close()
-    table = store.frame()
-    table.to_csv(out_dir / "labels.csv", index=False)
+    store = ResultStore(db or out_dir / "labels.db")
+    write_run_record(
+        out_dir / "evaluate_run", asdict(cfg), None, source=str(source), db=store.url,
+        workers=workers, scheduler=scheduler, retry_failed=retry_failed,
+    )  # fmt: skip
+    jobs, done = plan(items, store, cfg, retry_failed)
+    log.info("%d structures: %d to label, %d already done or refused", len(items), len(jobs), done)
+    bar = tqdm(total=len(jobs), disable=not progress, desc="evaluate", unit="str")
+    own = client is None and bool(jobs)
+    try:
+        if jobs:
+            client = client or start_client(workers, scheduler)
+            for job, labels, relaxed in run_jobs(client, jobs, cfg):
+                record(store, job, labels, relaxed)
+                bar.set_postfix_str(f"{job.key} {labels.get('status', 'ok')}")
+                bar.update()
+    finally:
+        bar.close()
+        if own and client is not None:
+            close_client(client)
+        table = store.frame()
+        if len(table):
+            atomic_write_text(out_dir / "labels.csv", table.to_csv(index=False))
     return table

@@ -1,6 +1,8 @@
-"""Results in an ASE database (SQLite file by default, or a PostgreSQL URL), one row per
-structure key. Rows are written as each structure finishes, so a killed run keeps them and
-a re-run skips them."""
+"""Labels in an ASE database (an SQLite file by default, or a PostgreSQL URL), one row per
+structure key: the relaxed structure with its labels and, per label step, the settings it
+was computed with (``<step>_settings``). Rows are written as each structure finishes, so a
+killed run keeps them, and a re-run computes only what is missing or was computed with
+other settings."""
 
 from __future__ import annotations
 
@@ -11,23 +13,59 @@ import pandas as pd
 from ase import Atoms
 from ase.db import connect
 
+# Names that ase.db keeps for itself and refuses as key-value pairs.
+_RESERVED = {"id", "unique_id", "ctime", "mtime", "user", "calculator", "energy", "natoms",
+             "fmax", "smax", "volume", "mass", "charge", "magmom", "age", "formula"}  # fmt: skip
+
+
+def _clean(labels: dict) -> dict:
+    out = {}
+    for name, value in labels.items():
+        if name in _RESERVED:
+            raise ValueError(f"label name {name!r} is reserved by ase.db")
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            continue
+        if hasattr(value, "item"):  # numpy scalars
+            value = value.item()
+        out[name] = value if isinstance(value, (str, bool, int, float)) else str(value)
+    return out
+
 
 class ResultStore:
     def __init__(self, url: str | Path):
         self.url = str(url)
-        self.db = connect(self.url)
+        if "://" not in self.url:
+            Path(self.url).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = connect(self.url)
+        except ImportError as exc:
+            raise RuntimeError(
+                f"{self.url}: this database needs {exc.name}: pip install 'crysvcd[postgres]'"
+            ) from None
 
-    def done(self) -> set[str]:
-        return {row.key for row in self.db.select() if "key" in row}
+    def rows(self) -> dict[str, object]:
+        """The row of every key (the newest, should a key ever appear twice)."""
+        out = {}
+        for row in self.db.select():
+            if "key" in row and (row.key not in out or row.id > out[row.key].id):
+                out[row.key] = row
+        return out
 
-    def record(self, key: str, atoms: Atoms | None = None, **labels) -> None:
-        clean = {}
-        for name, value in labels.items():
-            if value is None or (isinstance(value, float) and not math.isfinite(value)):
-                continue
-            clean[name] = value if isinstance(value, (str, bool, int, float)) else str(value)
-        self.db.write(atoms if atoms is not None else Atoms(), key=key, **clean)
+    def write(self, key: str, atoms: Atoms | None = None, **labels) -> None:
+        """A fresh row for ``key``, replacing any earlier one (one transaction)."""
+        old = [row.id for row in self.db.select(key=key)]
+        with self.db:
+            if old:
+                self.db.delete(old)
+            self.db.write(atoms if atoms is not None else Atoms(), key=key, **_clean(labels))
+
+    def update(self, key: str, **labels) -> None:
+        """Add (or overwrite) labels of ``key``'s row."""
+        ids = sorted(row.id for row in self.db.select(key=key))
+        if not ids:
+            raise KeyError(f"no stored row for {key!r}")
+        self.db.update(ids[-1], **_clean(labels))
 
     def frame(self) -> pd.DataFrame:
-        rows = [{"key": r.key, **r.key_value_pairs} for r in self.db.select()]
+        rows = [{"key": r.key, **r.key_value_pairs} for r in self.rows().values()]
         return pd.DataFrame(rows)

@@ -10,11 +10,14 @@ unable to coordinate them (measured: 27 % of freely sampled ionic formulas were 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import GPT2Config, GPT2Model
 
+from crysvcd import checkpoints
 from crysvcd.chem.electrons import CONFIG_DIM
 from crysvcd.conditioning import PropertyAdapter, PropertySpec
 from crysvcd.config import Stage1Config
@@ -71,11 +74,28 @@ class CompositionGPT(nn.Module):
         return per_class[:, self.species_class] + self.count_bias.weight[None]
 
     def forward(
-        self, species: torch.Tensor, counts: torch.Tensor, props: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        species: torch.Tensor,
+        counts: torch.Tensor,
+        props: torch.Tensor | None = None,
+        teacher_forcing: bool = False,
+    ):
         """species, counts: (B, T) with START at position 0.
 
-        Returns species logits (B, T, size) and hidden states (B, T, d) for the count head."""
+        Returns species logits (B, T, size) and hidden states (B, T, d) for the count head;
+        with ``teacher_forcing``, the training loss instead: the sum of the next-species and
+        next-count cross-entropies (PAD targets ignored). The loss goes through forward so
+        that DistributedDataParallel sees every parameter it uses.
+        """
+        if teacher_forcing:
+            s_logits, h = self(species[:, :-1], counts[:, :-1], props)
+            s_target = species[:, 1:]
+            c_logits = self.count_logits(h, s_target)
+            c_target = counts[:, 1:].masked_fill(s_target == PAD, -100)
+            s_target = s_target.masked_fill(s_target == PAD, -100)
+            ls = F.cross_entropy(s_logits.reshape(-1, s_logits.size(-1)), s_target.reshape(-1))
+            lc = F.cross_entropy(c_logits.reshape(-1, c_logits.size(-1)), c_target.reshape(-1))
+            return ls + lc
         x = self.species_emb(species) + self.count_emb(counts)
         x = x + self.config_proj(self.config_matrix[species])
         if self.adapter is not None and props is not None:
@@ -85,16 +105,17 @@ class CompositionGPT(nn.Module):
         h = self.gpt(inputs_embeds=x, attention_mask=(species != PAD).long()).last_hidden_state
         return self.species_head(h), h
 
-    def loss(self, species, counts, props=None) -> torch.Tensor:
-        """Teacher-forced sum of the species and count cross-entropies (PAD targets ignored)."""
-        s_logits, h = self(species[:, :-1], counts[:, :-1], props)
-        s_target = species[:, 1:]
-        c_logits = self.count_logits(h, s_target)
-        c_target = counts[:, 1:].masked_fill(s_target == PAD, -100)
-        s_target = s_target.masked_fill(s_target == PAD, -100)
-        ls = F.cross_entropy(s_logits.reshape(-1, s_logits.size(-1)), s_target.reshape(-1))
-        lc = F.cross_entropy(c_logits.reshape(-1, c_logits.size(-1)), c_target.reshape(-1))
-        return ls + lc
-
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def load_model(path: str | Path | None = None, kind: str = "ionic") -> CompositionGPT:
+    """A trained composition model (eval mode); the shipped one of ``kind`` by default."""
+    path = Path(path) if path else checkpoints.shipped(f"stage1-{kind}")
+    ckpt, cfg, specs = checkpoints.read(path, Stage1Config, "Stage I")
+    if "vocab" not in ckpt:
+        raise checkpoints.CheckpointError(f"{path}: not a Stage I checkpoint (no vocabulary)")
+    vocab = Vocabulary.from_labels(cfg.kind, ckpt["vocab"])
+    model = CompositionGPT(cfg, vocab, specs)
+    checkpoints.load_weights(model, ckpt["model"])
+    return model.eval()

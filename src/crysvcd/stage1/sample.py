@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 from pymatgen.core import Composition
 
+from crysvcd import checkpoints
 from crysvcd.chem.valence import ValenceToken
 from crysvcd.conditioning import parse_conditions
-from crysvcd.stage1.model import CompositionGPT
+from crysvcd.stage1.model import CompositionGPT, load_model
 from crysvcd.stage1.tokens import (
     END,
     MAX_ABS_VALENCE,
@@ -33,7 +34,6 @@ from crysvcd.stage1.tokens import (
     START,
     reachable_charges,
 )
-from crysvcd.stage1.train import load_model, shipped_checkpoint
 
 
 @dataclass(frozen=True)
@@ -217,9 +217,12 @@ class FormulaSampler:
         conditions: dict[str, float] | list[str] | None = None,
         batch_size: int = 1000,
         constrained: bool = True,
+        neutral_only: bool = True,
     ) -> tuple[list[GeneratedFormula], SampleStats]:
-        """``n`` formulas; with ``constrained=False`` decoding is free and non-neutral ionic
-        outputs are rejected afterwards (the baseline the masks are measured against)."""
+        """``n`` formulas. ``constrained=False``: decoding without the valence masks, with
+        non-neutral ionic outputs rejected afterwards (the baseline the masks are measured
+        against) or, with ``neutral_only=False`` too, kept (the unconstrained generator of
+        the paper's comparison)."""
         if not isinstance(n, int) or n <= 0:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if temperature <= 0:
@@ -241,7 +244,7 @@ class FormulaSampler:
                 stats.drawn += 1
                 tokens = self.model.vocab.decode(seq[row].tolist(), cnt[row].tolist())
                 f = GeneratedFormula(tokens, self.cfg.kind)
-                if f.charge != 0:
+                if f.charge != 0 and neutral_only:
                     stats.rejected_non_neutral += 1
                     continue
                 if len(out) < n:
@@ -269,8 +272,15 @@ def _reach_table(valences: tuple, max_tokens: int, max_atoms: int) -> torch.Tens
 
 
 @cache
-def _sampler(path: str) -> FormulaSampler:
+def _load_sampler(path: str) -> FormulaSampler:
     return FormulaSampler(load_model(path))
+
+
+def load_sampler(path: str | Path | None = None, kind: str = "ionic") -> FormulaSampler:
+    """The sampler of a Stage I checkpoint (the shipped ``kind`` model by default), loaded
+    once per path and process."""
+    path = Path(path) if path else checkpoints.shipped(f"stage1-{kind}")
+    return _load_sampler(str(path.resolve()))
 
 
 def sample_formulas(
@@ -286,9 +296,8 @@ def sample_formulas(
     """Sample ``n`` charge-balanced formulas from the shipped (or a given) Stage I model."""
     if kind not in ("ionic", "alloy"):
         raise ValueError(f"kind must be 'ionic' or 'alloy', not {kind!r}")
-    path = Path(checkpoint) if checkpoint else shipped_checkpoint(kind)
-    sampler = _sampler(str(path))
+    sampler = load_sampler(checkpoint, kind)
     if sampler.cfg.kind != kind:
-        raise ValueError(f"{path} is a {sampler.cfg.kind} model, not {kind}")
+        raise ValueError(f"{checkpoint} is a {sampler.cfg.kind} model, not {kind}")
     formulas, _ = sampler.sample(n, temperature, top_k, top_p, seed, conditions)
     return formulas

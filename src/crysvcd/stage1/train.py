@@ -1,4 +1,4 @@
-"""Train or fine-tune the composition model: one short loop, checkpoint every epoch, resume.
+"""Train or fine-tune the composition model through ``training.fit``.
 
 Data: the valence-labelled training pool (or a user CSV), one model per kind. Each formula
 appears in its canonical order plus up to ``permutations`` random orders of its tokens.
@@ -7,9 +7,8 @@ The dev split decides early stopping and which checkpoint is kept as ``best.pt``
 
 from __future__ import annotations
 
-import math
+import logging
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +19,17 @@ from crysvcd.chem.valence import label_valence
 from crysvcd.conditioning import PropertySpec
 from crysvcd.config import Stage1Config
 from crysvcd.datasets import load_csv_or_pool
-from crysvcd.modelio import read_checkpoint, save_model
-from crysvcd.runinfo import log_epoch, write_run_record
 from crysvcd.stage1.model import CompositionGPT
 from crysvcd.stage1.tokens import END, PAD, START, Vocabulary
+from crysvcd.training import FitConfig, FitResult, TensorData, fit
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+log = logging.getLogger(__name__)
 
-
-def shipped_checkpoint(kind: str) -> Path:
-    return CHECKPOINT_DIR / f"stage1_{kind}.pt"
+# How the shipped models were trained (README: 17-25 s per epoch on 2 CPU cores).
+FIT = FitConfig(
+    batch_size=256, lr=1e-3, min_lr=1e-4, warmup_steps=200, weight_decay=0.01,
+    max_epochs=40, patience=6,
+)  # fmt: skip
 
 
 def encode_rows(
@@ -84,148 +84,72 @@ def to_tensors(
     return torch.tensor(rows_s), torch.tensor(rows_c), props_t
 
 
-def save_checkpoint(path: Path, model: CompositionGPT, **extra) -> None:
-    save_model(path, model, vocab=model.vocab.labels(), **extra)
+def loss_fn(label_dropout: float):
+    """Teacher-forced loss; a share of labelled rows is trained unconditionally (NaN labels)
+    so that one model also samples without a target."""
 
+    def loss(net, batch, gen):
+        s, c, p = batch
+        if p.shape[1] and label_dropout > 0:
+            p = p.clone()
+            p[torch.rand(len(p), generator=gen, device=p.device) < label_dropout] = float("nan")
+        return net(s, c, p if p.shape[1] else None, teacher_forcing=True), {}
 
-def load_model(path: str | Path) -> CompositionGPT:
-    """A trained composition model from a checkpoint file."""
-    ckpt, cfg, specs = read_checkpoint(path, Stage1Config, "Stage I")
-    vocab = Vocabulary.from_labels(cfg.kind, ckpt["vocab"])
-    model = CompositionGPT(cfg, vocab, specs)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model
-
-
-def _lr(step: int, total: int, cfg: Stage1Config) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
+    return loss
 
 
 @torch.no_grad()
-def evaluate_loss(model: CompositionGPT, data, batch_size: int) -> float:
-    model.eval()
-    s, c, p = data
-    total, n = 0.0, 0
-    for i in range(0, len(s), batch_size):
-        sl = slice(i, i + batch_size)
-        total += model.loss(s[sl], c[sl], p[sl] if p.shape[1] else None).item() * len(s[sl])
-        n += len(s[sl])
-    return total / max(n, 1)
+def dev_loss(model: CompositionGPT, data: TensorData, device, batch_size: int = 1024) -> float:
+    total = 0.0
+    for i in range(0, len(data), batch_size):
+        s, c, p = data.batch(torch.arange(i, min(i + batch_size, len(data))), device)
+        total += model(s, c, p if p.shape[1] else None, teacher_forcing=True).item() * len(s)
+    return total / max(len(data), 1)
 
 
 def train(
     cfg: Stage1Config,
     out_dir: str | Path,
+    fit_cfg: FitConfig = FIT,
     data: str | Path | pd.DataFrame | None = None,
     init: str | Path | None = None,
-    log=print,
-) -> dict:
-    """Train until the dev loss stops improving; resumes from ``out_dir/last.pt``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
+) -> FitResult:
+    """Train until the dev loss stops improving; resumes from ``out_dir/last.pt``.
+
+    ``data``: an MP-20-format CSV or frame with a ``split`` column (default: the bundled
+    pool); ``init``: a checkpoint to fine-tune from (new property adapters start at zero).
+    """
     df = data if isinstance(data, pd.DataFrame) else load_csv_or_pool(data)
     specs = [PropertySpec.parse(p).fitted(df) for p in cfg.properties]
     vocab = Vocabulary.for_kind(cfg.kind)
+    rng = random.Random(fit_cfg.seed)
     splits = {}
     for split in ("train", "dev"):
-        part = df[df["split"] == split]
-        seqs, props = encode_rows(part, cfg, vocab, specs)
+        seqs, props = encode_rows(df[df["split"] == split], cfg, vocab, specs)
         perms = cfg.permutations if split == "train" else 0
-        splits[split] = to_tensors(seqs, props, cfg, perms, rng)
-        log(f"{split}: {len(seqs)} {cfg.kind} formulas -> {len(splits[split][0])} sequences")
-    if len(splits["train"][0]) == 0:
-        raise ValueError(f"no {cfg.kind} formulas in the training data")
-    if len(splits["dev"][0]) == 0:
-        splits["dev"] = splits["train"]  # tiny user sets: fall back to training loss
-
-    model = CompositionGPT(cfg, vocab, specs)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"epoch": 0, "step": 0, "best_dev": float("inf"), "bad_epochs": 0, "history": []}
-    last = out_dir / "last.pt"
-    if last.exists():
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
-        log(f"resumed from {last} at epoch {state['epoch']}")
-    elif init is not None:
-        # Fine-tuning: new property adapters start from zero, the rest from the base model.
-        base = torch.load(init, map_location="cpu", weights_only=False)
-        if base["vocab"] != vocab.labels():
-            raise ValueError(f"{init}: its vocabulary differs from this {cfg.kind} vocabulary")
-        missing, unexpected = model.load_state_dict(base["model"], strict=False)
-        if unexpected or any(not k.startswith("adapter.") for k in missing):
-            raise ValueError(f"{init}: not a compatible {cfg.kind} Stage I checkpoint")
-        log(f"initialised from {init}")
-    if isinstance(data, pd.DataFrame):
-        source = f"DataFrame of {len(data)} rows"
-    else:
-        source = str(data) if data is not None else "bundled training pool"
-    write_run_record(
-        out_dir,
-        cfg.to_dict(),
-        cfg.seed,
-        data=source,
-        init=str(init) if init else None,
-        n_params=model.n_params(),
-    )
-
-    s, c, p = splits["train"]
-    steps_per_epoch = math.ceil(len(s) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.max_epochs
-    gen = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(state["epoch"]):
-        torch.randperm(len(s), generator=gen)  # replay the shuffles of finished epochs
-    while state["epoch"] < cfg.max_epochs and state["bad_epochs"] < cfg.patience:
-        model.train()
-        t0 = time.time()
-        perm = torch.randperm(len(s), generator=gen)
-        run_loss = 0.0
-        for i in range(0, len(s), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            pb = p[idx].clone() if p.shape[1] else None
-            if pb is not None and cfg.label_dropout > 0:
-                drop = torch.rand(len(idx), generator=gen) < cfg.label_dropout
-                pb[drop] = float("nan")
-            for group in opt.param_groups:
-                group["lr"] = _lr(state["step"], total_steps, cfg)
-            loss = model.loss(s[idx], c[idx], pb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            state["step"] += 1
-            run_loss += loss.item() * len(idx)
-        state["epoch"] += 1
-        dev = evaluate_loss(model, splits["dev"], 1024)
-        rec = {
-            "epoch": state["epoch"],
-            "train_loss": run_loss / len(s),
-            "dev_loss": dev,
-            "seconds": round(time.time() - t0, 1),
-        }
-        state["history"].append(rec)
-        improved = dev < state["best_dev"] - 1e-4
-        if improved:
-            state["best_dev"], state["bad_epochs"] = dev, 0
-            save_checkpoint(out_dir / "best.pt", model, state=dict(state))
-        else:
-            state["bad_epochs"] += 1
-        save_checkpoint(last, model, optimizer=opt.state_dict(), state=state)
-        log_epoch(out_dir, rec)
-        log(
-            f"epoch {rec['epoch']}: train {rec['train_loss']:.4f} dev {dev:.4f} "
-            f"({rec['seconds']} s){' *' if improved else ''}"
+        splits[split] = TensorData(to_tensors(seqs, props, cfg, perms, rng))
+        log.info(
+            "%s: %d %s formulas -> %d sequences", split, len(seqs), cfg.kind, len(splits[split])
         )
-    return {
-        "best_dev_loss": state["best_dev"],
-        "epochs": state["epoch"],
-        "history": state["history"],
-        "best": str(out_dir / "best.pt"),
-    }
+    if len(splits["train"]) == 0:
+        raise ValueError(f"no {cfg.kind} formulas in the training data")
+    if len(splits["dev"]) == 0:
+        splits["dev"] = splits["train"]  # tiny user sets: fall back to training loss
+    source = (
+        f"DataFrame of {len(df)} rows"
+        if isinstance(data, pd.DataFrame)
+        else str(data)
+        if data is not None
+        else "bundled training pool"
+    )
+    return fit(
+        CompositionGPT(cfg, vocab, specs),
+        loss_fn(cfg.label_dropout),
+        splits["train"],
+        lambda model, device: {"dev_loss": dev_loss(model, splits["dev"], device)},
+        fit_cfg,
+        out_dir,
+        init=init,
+        meta={"vocab": vocab.labels()},
+        run_info={"data": source},
+    )

@@ -1,9 +1,15 @@
 """Crystals as flat tensors: atoms of all crystals stacked, a crystal index per atom, and the
-fully connected (i != j) edges inside each crystal."""
+fully connected (i != j) edges inside each crystal.
+
+A data set is packed once (``PackedCrystals``: every atom of every crystal in one tensor,
+with each crystal's first atom and atom count) and moved to the training device once; a
+batch of any rows is then gathered with tensor indexing alone, edges included, so no
+per-crystal Python loop runs per step and a GPU is not left waiting on the CPU.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -39,18 +45,24 @@ def composition_atoms(composition: Composition) -> np.ndarray:
     return np.array(types, dtype=np.int64)
 
 
+def _ranges(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(owner, index): for every k < counts[i], owner i and index starts[i] + k, flattened."""
+    owner = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    first = torch.cumsum(counts, 0) - counts
+    within = torch.arange(len(owner), device=counts.device) - first[owner]
+    return owner, starts[owner] + within
+
+
 def fully_connected_edges(num_atoms: torch.Tensor) -> torch.Tensor:
-    """(2, E) source and target indices of every ordered pair i != j within each crystal."""
-    out = []
-    start = 0
-    for n in num_atoms.tolist():
-        idx = torch.arange(start, start + n)
-        src = idx.repeat_interleave(n)
-        dst = idx.repeat(n)
-        keep = src != dst
-        out.append(torch.stack([src[keep], dst[keep]]))
-        start += n
-    return torch.cat(out, 1) if out else torch.zeros(2, 0, dtype=torch.long)
+    """(2, E) source and target indices of every ordered pair i != j within each crystal,
+    source-major within a crystal; tensor operations only."""
+    starts = torch.cumsum(num_atoms, 0) - num_atoms
+    owner, pair = _ranges(torch.zeros_like(num_atoms), num_atoms * num_atoms)
+    n = num_atoms[owner]
+    src = starts[owner] + torch.div(pair, n, rounding_mode="floor")
+    dst = starts[owner] + pair % n
+    keep = src != dst
+    return torch.stack([src[keep], dst[keep]])
 
 
 @dataclass
@@ -67,19 +79,65 @@ class CrystalBatch:
     def n_crystals(self) -> int:
         return len(self.num_atoms)
 
+    def to(self, device: torch.device | str) -> CrystalBatch:
+        return CrystalBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+@dataclass
+class PackedCrystals:
+    """A whole data set as flat tensors; ``batch(rows, device)`` gathers any rows."""
+
+    atom_types: torch.Tensor  # (N_all,)
+    frac: torch.Tensor  # (N_all, 3)
+    lattice: torch.Tensor  # (C, 3, 3)
+    num_atoms: torch.Tensor  # (C,)
+    starts: torch.Tensor  # (C,) index of each crystal's first atom
+    props: torch.Tensor  # (C, P), NaN = unlabelled
+
+    @classmethod
+    def of(cls, crystals: list[Crystal], n_props: int = 0) -> PackedCrystals:
+        num_atoms = torch.tensor([len(c.atom_types) for c in crystals], dtype=torch.long)
+        props = np.full((len(crystals), n_props), np.nan, dtype=np.float32)
+        for i, c in enumerate(crystals):
+            if n_props and c.props is not None:
+                props[i] = c.props
+        cat = np.concatenate
+        return cls(
+            atom_types=torch.from_numpy(cat([c.atom_types for c in crystals]).astype(np.int64)),
+            frac=torch.from_numpy(cat([c.frac for c in crystals]).astype(np.float32)),
+            lattice=torch.from_numpy(np.stack([c.lattice for c in crystals]).astype(np.float32)),
+            num_atoms=num_atoms,
+            starts=torch.cumsum(num_atoms, 0) - num_atoms,
+            props=torch.from_numpy(props),
+        )
+
+    def __len__(self) -> int:
+        return len(self.num_atoms)
+
+    def to(self, device: torch.device | str) -> PackedCrystals:
+        return PackedCrystals(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def batch(self, rows: torch.Tensor, device: torch.device | str | None = None) -> CrystalBatch:
+        data = self
+        if device is not None and self.num_atoms.device != torch.device(device):
+            # moved once per device, then reused for every batch
+            cache = self.__dict__.setdefault("_on_device", {})
+            data = cache.setdefault(str(device), self.to(device))
+        rows = rows.to(data.num_atoms.device)
+        num = data.num_atoms[rows]
+        owner, atoms = _ranges(data.starts[rows], num)
+        return CrystalBatch(
+            atom_types=data.atom_types[atoms],
+            frac=data.frac[atoms],
+            lattice=data.lattice[rows],
+            num_atoms=num,
+            batch=owner,
+            edges=fully_connected_edges(num),
+            props=data.props[rows],
+        )
+
 
 def collate(crystals: list[Crystal], n_props: int = 0) -> CrystalBatch:
-    num_atoms = torch.tensor([len(c.atom_types) for c in crystals])
-    props = np.full((len(crystals), n_props), np.nan, dtype=np.float32)
-    for i, c in enumerate(crystals):
-        if n_props and c.props is not None:
-            props[i] = c.props
-    return CrystalBatch(
-        atom_types=torch.from_numpy(np.concatenate([c.atom_types for c in crystals])),
-        frac=torch.from_numpy(np.concatenate([c.frac for c in crystals]).astype(np.float32)),
-        lattice=torch.from_numpy(np.stack([c.lattice for c in crystals]).astype(np.float32)),
-        num_atoms=num_atoms,
-        batch=torch.repeat_interleave(torch.arange(len(crystals)), num_atoms),
-        edges=fully_connected_edges(num_atoms),
-        props=torch.from_numpy(props),
-    )
+    """All of ``crystals`` as one batch (sampling, small sets)."""
+    packed = PackedCrystals.of(crystals, n_props)
+    return packed.batch(torch.arange(len(packed)))

@@ -15,21 +15,26 @@ the same function as a linear map of the concatenated edge input, at a fraction 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from crysvcd import checkpoints
 from crysvcd.conditioning import PropertyAdapter, PropertySpec
 from crysvcd.config import Stage2Config
 from crysvcd.stage2.batch import CrystalBatch
 
-MAX_Z = 100
+# Rows of the atom embedding (part of the checkpoint layout); the elements a composition
+# may hold are chem.MAX_Z and below.
+Z_TABLE = 100
 GRAM_SCALE = 0.01  # L L^T is in A^2 (tens to hundreds): bring it near unit size
 
 
 def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / (half - 1))
+    k = torch.arange(half, dtype=torch.float32, device=t.device)
+    freqs = torch.exp(-math.log(10000.0) * k / (half - 1))
     args = t.float()[:, None] * freqs[None]
     return torch.cat([args.sin(), args.cos()], -1)
 
@@ -70,7 +75,7 @@ class CSPNet(nn.Module):
         self.cfg = cfg
         self.properties = list(properties or [])
         h = cfg.hidden
-        self.atom_emb = nn.Embedding(MAX_Z + 1, h)
+        self.atom_emb = nn.Embedding(Z_TABLE + 1, h)
         self.input = nn.Linear(h + cfg.time_dim, h)
         self.adapter = PropertyAdapter(self.properties, h) if self.properties else None
         self.layers = nn.ModuleList(CSPLayer(h, cfg.n_freq) for _ in range(cfg.n_layers))
@@ -95,16 +100,28 @@ class CSPNet(nn.Module):
         src, dst = batch.edges
         frac_feat = fourier_frac(frac[dst] - frac[src], self.cfg.n_freq)
         gram = (lattice @ lattice.transpose(1, 2)).flatten(1) * GRAM_SCALE
-        degree = torch.zeros(len(h)).index_add_(0, src, torch.ones(len(src)))
+        degree = torch.zeros(len(h), device=h.device).index_add_(
+            0, src, torch.ones(len(src), device=h.device)
+        )
         inv_degree = 1.0 / degree.clamp(min=1.0)
         for layer in self.layers:
             h = layer(h, frac_feat, gram, batch.edges, idx, inv_degree)
         h = self.final_norm(h)
         score = self.coord_out(h)
-        pooled = torch.zeros(batch.n_crystals, h.shape[1]).index_add_(0, idx, h)
+        pooled = h.new_zeros(batch.n_crystals, h.shape[1]).index_add_(0, idx, h)
         pooled = pooled / batch.num_atoms[:, None].float()
         eps_lattice = self.lattice_out(pooled).view(-1, 3, 3) @ lattice
         return eps_lattice, score
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def load_model(path: str | Path | None = None) -> CSPNet:
+    """A trained CSPNet in eval mode (the EMA weights when the file holds both); the
+    shipped one by default."""
+    path = Path(path) if path else checkpoints.shipped("stage2")
+    ckpt, cfg, specs = checkpoints.read(path, Stage2Config, "Stage II")
+    model = CSPNet(cfg, specs)
+    checkpoints.load_weights(model, ckpt.get("ema", ckpt["model"]))
+    return model.eval()

@@ -15,6 +15,7 @@ are off by default: on 400 dev rows neither changed the match rate beyond noise 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,11 +24,13 @@ import numpy as np
 import torch
 from pymatgen.core import Composition, Lattice, Structure
 
+from crysvcd import checkpoints
+from crysvcd.chem import MAX_Z
 from crysvcd.conditioning import parse_conditions
 from crysvcd.stage2.batch import Crystal, collate, composition_atoms
-from crysvcd.stage2.cspnet import CSPNet
+from crysvcd.stage2.cspnet import CSPNet, load_model
 from crysvcd.stage2.schedules import Schedules
-from crysvcd.stage2.train import load_model, shipped_checkpoint
+from crysvcd.training import resolve_device
 
 LATTICE_CLIP = 50.0  # Angstrom; the largest |lattice entry| in the training pool is 45.4
 
@@ -64,10 +67,14 @@ def timestep_schedule(timesteps: int, steps: int) -> list[int]:
 
 
 class StructureSampler:
-    def __init__(self, model: CSPNet):
-        self.model = model.eval()
+    """Reverse diffusion with one model on one device (``auto``: CUDA when present); the
+    structures come back as CPU pymatgen objects either way."""
+
+    def __init__(self, model: CSPNet, device: str = "cpu"):
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
         cfg = model.cfg
-        self.sched = Schedules(cfg.timesteps, cfg.sigma_begin, cfg.sigma_end)
+        self.sched = Schedules(cfg.timesteps, cfg.sigma_begin, cfg.sigma_end).to(self.device)
 
     def _predict(self, t, frac, lattice, batch, props, w):
         if props is None:
@@ -77,24 +84,27 @@ class StructureSampler:
         return w * pl_c + (1 - w) * pl_u, w * px_c + (1 - w) * px_u
 
     @torch.no_grad()
-    def _run(self, crystals: list[Crystal], props, s: SamplerSettings, gen) -> list[Structure]:
+    def _run(
+        self, crystals: list[Crystal], props, s: SamplerSettings, gen, progress
+    ) -> list[Structure]:
         sch = self.sched
-        batch = collate(crystals, 0)
+        dev = self.device
+        batch = collate(crystals, 0).to(dev)
         n, b = len(batch.atom_types), batch.n_crystals
         w = self.model.cfg.guidance if s.guidance is None else s.guidance
-        frac = torch.rand(n, 3, generator=gen)
-        lattice = torch.randn(b, 3, 3, generator=gen)
+        frac = torch.rand(n, 3, generator=gen, device=dev)
+        lattice = torch.randn(b, 3, 3, generator=gen, device=dev)
         ts = timestep_schedule(sch.timesteps, s.steps)
         for i, t in enumerate(ts):
             prev = ts[i + 1] if i + 1 < len(ts) else 0
-            tt = torch.full((b,), t, dtype=torch.long)
+            tt = torch.full((b,), t, dtype=torch.long, device=dev)
             sigma_t, sigma_s = sch.sigmas[t], sch.sigmas[prev]
             norm = sch.sigmas_norm[t].sqrt()
             if s.corrector:
                 step = s.step_lr * (sigma_t / sch.sigmas[1]) ** 2
                 _, px = self._predict(tt, frac, lattice, batch, props, w)
                 # no noise in the last corrector step, as DiffCSP: it would only blur the answer
-                noise = torch.randn(frac.shape, generator=gen) if prev > 0 else 0.0
+                noise = torch.randn(frac.shape, generator=gen, device=dev) if prev > 0 else 0.0
                 frac = torch.remainder(frac + step * px * norm + (2 * step).sqrt() * noise, 1.0)
             pl, px = self._predict(tt, frac, lattice, batch, props, w)
             # coordinates, DDIM form: x0 = x_t + sigma_t^2 score, eps = -sigma_t score,
@@ -104,7 +114,7 @@ class StructureSampler:
             std = s.eta * sigma_s * (sigma_t**2 - sigma_s**2).sqrt() / sigma_t
             # sqrt(sigma_s^2 - std^2), as a sum of positive terms (no cancellation)
             keep = sigma_s * ((1 - s.eta**2) + s.eta**2 * sigma_s**2 / sigma_t**2).sqrt()
-            noise = torch.randn(frac.shape, generator=gen) * s.temperature
+            noise = torch.randn(frac.shape, generator=gen, device=dev) * s.temperature
             boost = 1 + s.anti_anneal * i / max(len(ts) - 1, 1)
             drift = boost * sigma_t * (sigma_t - keep) * score
             frac = torch.remainder(frac + drift + std * noise, 1.0)
@@ -125,9 +135,14 @@ class StructureSampler:
             ).sqrt()
             lattice = ab_s.sqrt() * l0 + keep * eps
             if prev > 0:
-                lattice = lattice + sd * s.temperature * torch.randn(lattice.shape, generator=gen)
+                lattice = lattice + sd * s.temperature * torch.randn(
+                    lattice.shape, generator=gen, device=dev
+                )
+            if progress is not None:
+                progress(b)
         out = []
         start = 0
+        lattice, frac = lattice.cpu(), frac.cpu()
         for k, c in enumerate(crystals):
             m = len(c.atom_types)
             species = [int(z) for z in c.atom_types]
@@ -136,26 +151,38 @@ class StructureSampler:
             start += m
         return out
 
+    def crystal_of(self, composition: Composition | str) -> Crystal:
+        """The sampling item of a cell composition; ValueError says what the model cannot
+        take (too many atoms, an element beyond Pu, a fractional count)."""
+        comp = Composition(composition)
+        if len(comp) == 0:
+            raise ValueError("empty composition")
+        heavy = [el.symbol for el in comp.elements if el.Z > MAX_Z]
+        if heavy:
+            raise ValueError(f"{comp.formula}: element(s) {heavy} beyond Z = {MAX_Z}")
+        types = composition_atoms(comp)
+        max_atoms = self.model.cfg.max_atoms
+        if len(types) > max_atoms:
+            raise ValueError(
+                f"{comp.formula.replace(' ', '')}: {len(types)} atoms, more than the "
+                f"model's {max_atoms}"
+            )
+        return Crystal(types, np.zeros((len(types), 3)), np.eye(3))
+
     def sample(
         self,
         compositions: list[Composition],
         settings: SamplerSettings | None = None,
         seed: int = 0,
         conditions: dict[str, float] | list[str] | None = None,
+        progress: Callable[[int], object] | None = None,
     ) -> list[Structure]:
-        """One structure per composition (repeat a composition to get several)."""
+        """One structure per composition (repeat a composition to get several).
+        ``progress(n)`` is called after every step with the number of structures it moved."""
         s = settings or SamplerSettings()
-        max_atoms = self.model.cfg.max_atoms
-        crystals = []
-        for comp in compositions:
-            types = composition_atoms(Composition(comp))
-            if len(types) > max_atoms:
-                raise ValueError(f"{comp}: {len(types)} atoms, more than the model's {max_atoms}")
-            if len(types) == 0:
-                raise ValueError("empty composition")
-            crystals.append(Crystal(types, np.zeros((len(types), 3)), np.eye(3)))
+        crystals = [self.crystal_of(comp) for comp in compositions]
         conds = parse_conditions(conditions, self.model.properties)
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator(self.device).manual_seed(seed)
         out: list[Structure] = []
         for i in range(0, len(crystals), s.batch_size):
             chunk = crystals[i : i + s.batch_size]
@@ -165,14 +192,22 @@ class StructureSampler:
                     spec.encode_target(conds[spec.name]) if spec.name in conds else float("nan")
                     for spec in self.model.properties
                 ]
-                props = torch.tensor(row, dtype=torch.float32).expand(len(chunk), -1).clone()
-            out.extend(self._run(chunk, props, s, gen))
+                props = torch.tensor(row, dtype=torch.float32, device=self.device)
+                props = props.expand(len(chunk), -1).clone()
+            out.extend(self._run(chunk, props, s, gen, progress))
         return out
 
 
 @cache
-def _sampler(path: str) -> StructureSampler:
-    return StructureSampler(load_model(path))
+def _load_sampler(path: str, device: str) -> StructureSampler:
+    return StructureSampler(load_model(path), device)
+
+
+def load_sampler(path: str | Path | None = None, device: str = "cpu") -> StructureSampler:
+    """The sampler of a Stage II checkpoint (the shipped one by default), loaded once per
+    path, device and process."""
+    path = Path(path) if path else checkpoints.shipped("stage2")
+    return _load_sampler(str(path.resolve()), str(resolve_device(device)))
 
 
 def predict_structures(
@@ -181,9 +216,9 @@ def predict_structures(
     seed: int = 0,
     conditions: dict[str, float] | list[str] | None = None,
     checkpoint: str | Path | None = None,
+    device: str = "cpu",
 ) -> list[Structure]:
     """Crystal-structure prediction with the shipped (or a given) Stage II model."""
-    path = Path(checkpoint) if checkpoint else shipped_checkpoint()
-    sampler = _sampler(str(path))
+    sampler = load_sampler(checkpoint, device)
     settings = SamplerSettings(steps=steps)
     return sampler.sample([Composition(c) for c in compositions], settings, seed, conditions)

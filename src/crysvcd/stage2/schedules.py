@@ -8,9 +8,7 @@ import math
 import torch
 from torch import nn
 
-WRAP_TERMS = (
-    10  # images k = -10..10 of the wrapped normal: exact to float precision for sigma <= 0.5
-)
+WRAP_TERMS = 10  # images k = -10..10 of the wrapped normal: exact in float32 for sigma <= 0.5
 
 
 def cosine_betas(timesteps: int, s: float = 0.008) -> torch.Tensor:
@@ -58,4 +56,5 @@ class Schedules(nn.Module):
         return torch.stack(out)
 
     def sample_t(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randint(1, self.timesteps + 1, (n,), generator=generator)
+        device = generator.device if generator is not None else self.sigmas.device
+        return torch.randint(1, self.timesteps + 1, (n,), generator=generator, device=device)

@@ -1,0 +1,182 @@
+"""The labels of one structure, as steps of one shape.
+
+``relax`` comes first (MLIP relaxation with a free cell, energy, energy above the MP hull)
+and yields the relaxed structure; every other step (``phonons``, ``kappa``,
+``dielectric``) is a function ``(relaxed structure, config, calculator) -> labels`` that
+never raises: its failure is stored as ``<step>_error`` so the labels already computed
+are kept. Each step has a settings signature: a stored label is reused only when it was
+computed with the same settings (``EvaluateConfig.signature``).
+
+A relaxed energy or Ehull outside physical bounds is an error, not a result: an MLIP can
+return a huge negative energy for overlapping atoms, which would top any stability list.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+
+from ase.calculators.calculator import Calculator
+from pymatgen.core import Structure
+
+from crysvcd.evaluate.hull import corrected_formation_energy, e_above_hull, unreliable
+from crysvcd.evaluate.kappa_plan import KappaSkipped
+from crysvcd.evaluate.relax import relax
+from crysvcd.evaluate.settings import EvaluateConfig, PhononSettings
+
+ENERGY_RANGE = (-15.0, 5.0)  # eV/atom: outside, an MLIP artefact (measured pool: -10.6..0)
+EHULL_RANGE = (-1.0, 10.0)  # eV/atom: below -1, an MLIP artefact, not a discovery
+
+
+class UnphysicalLabel(ValueError):
+    """A computed energy outside physical bounds."""
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def relax_labels(
+    structure: Structure, cfg: EvaluateConfig, calculator: Calculator
+) -> tuple[dict, Structure]:
+    """Relaxation, energy and (with ``cfg.ehull``) energy above the hull. Raises when the
+    relaxation fails or its energy is unphysical: there is then nothing to label."""
+    r = relax(structure, calculator, cfg.fmax, cfg.relax_steps, cfg.optimizer, cfg.timeout)
+    per_atom = r.energy / len(r.structure)
+    if not ENERGY_RANGE[0] <= per_atom <= ENERGY_RANGE[1]:
+        raise UnphysicalLabel(
+            f"relaxed energy {per_atom:.3g} eV/atom outside {ENERGY_RANGE}: an MLIP artefact"
+        )
+    labels = {
+        "reduced_formula": r.structure.composition.reduced_formula,
+        "mlip": cfg.mlip,
+        "mlip_energy": r.energy,
+        "energy_per_atom": per_atom,
+        "converged": r.converged,
+        "relax_steps": r.steps,
+        "residual_fmax": r.fmax,
+        "relax_seconds": round(r.seconds, 2),
+    }
+    if cfg.ehull:
+        try:
+            ef = corrected_formation_energy(r.structure, r.energy)
+            ehull = e_above_hull(r.structure.composition, ef)
+            if not EHULL_RANGE[0] <= ehull <= EHULL_RANGE[1]:
+                raise UnphysicalLabel(f"Ehull {ehull:.3g} eV/atom outside {EHULL_RANGE}")
+            labels["formation_energy_per_atom"] = ef
+            labels["e_above_hull"] = ehull
+            labels["ehull_unreliable"] = unreliable(r.structure.composition)
+            # A relaxation that did not converge counts as unstable (the paper's rule).
+            labels["stable"] = bool(r.converged and ehull < 0.1)
+        except Exception as exc:
+            labels["ehull_error"] = error_text(exc)
+    return labels, r.structure
+
+
+def phonon_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculator) -> dict:
+    from crysvcd.evaluate.phonons import phonon_stability
+
+    try:
+        tight = relax(
+            relaxed,
+            calculator,
+            cfg.phonon_fmax,
+            cfg.phonon_steps,
+            cfg.optimizer,
+            cfg.timeout,
+            symprec=cfg.phonon.symprec,
+        )
+        if not tight.converged:
+            return {
+                "phonon_stable": False,
+                "phonon_note": f"relaxation to fmax {cfg.phonon_fmax} did not converge "
+                f"in {cfg.phonon_steps} steps (counted unstable)",
+            }
+        settings = PhononSettings(**{**asdict(cfg.phonon), "timeout": cfg.timeout})
+        p = phonon_stability(tight.structure, calculator, settings)
+    except Exception as exc:
+        return {"phonon_error": error_text(exc)}
+    return {
+        "phonon_stable": p.stable,
+        "phonon_min_frequency_thz": p.min_frequency,
+        "phonon_n_imaginary": p.n_imaginary,
+        "phonon_supercell": "x".join(map(str, p.supercell)),
+        "phonon_displacements": p.n_displacements,
+        "phonon_seconds": round(p.seconds, 2),
+    }
+
+
+def kappa_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculator) -> dict:
+    from crysvcd.evaluate.kappa import lattice_thermal_conductivity, relax_for_kappa
+
+    # Its own symmetry-keeping tight relaxation: a slightly broken symmetry multiplies the
+    # number of displaced supercells.
+    try:
+        tight = relax_for_kappa(relaxed, calculator, timeout=cfg.timeout)
+        k = lattice_thermal_conductivity(tight.structure, calculator, cfg.kappa_settings)
+    except KappaSkipped as skip:
+        return {"kappa_skipped": skip.reason, "kappa_seconds": round(skip.seconds or 0.0, 2)}
+    except Exception as exc:
+        return {"kappa_error": error_text(exc)}
+    out = {}
+    for name, value in k.as_dict().items():
+        if isinstance(value, list):
+            value = "x".join(map(str, value)) if name == "mesh" else json.dumps(value)
+        out[name if name == "kappa" else f"kappa_{name.removeprefix('kappa_')}"] = value
+    # imaginary modes drop out of the RTA sum: such a kappa is not a usable label
+    out["kappa_reliable"] = k.dynamically_stable
+    return out
+
+
+def dielectric_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculator) -> dict:
+    from crysvcd.dielectric import dielectric_labels as predict
+
+    return predict(relaxed, cfg.dielectric_checkpoint)
+
+
+RUNS = {"phonons": phonon_labels, "kappa": kappa_labels, "dielectric": dielectric_labels}
+
+
+def label_structure(
+    structure: Structure,
+    cfg: EvaluateConfig,
+    steps: tuple[str, ...],
+    relaxed: Structure | None = None,
+    known: dict | None = None,
+    calculator: Calculator | None = None,
+) -> tuple[dict, Structure | None]:
+    """The labels of ``steps`` for one structure (``relaxed`` and ``known``: a stored
+    relaxation and its labels to build on when "relax" is not among the steps). The one
+    place that fixes the order of the labels. Never raises: a failed relaxation gives
+    ``status="failed"`` with the reason."""
+    from crysvcd.evaluate.mlip import get_calculator
+
+    start = time.perf_counter()
+    labels: dict = {}
+    try:
+        calc = calculator or get_calculator(cfg.mlip, cfg.model_path)
+        if "relax" in steps:
+            relax_out, relaxed = relax_labels(structure, cfg, calc)
+            labels.update(relax_out, status="ok", relax_settings=cfg.signature("relax"))
+    except Exception as exc:
+        return {"status": "failed", "error": error_text(exc)}, None
+    for step in steps:
+        if step == "relax":
+            continue
+        if step == "phonons" and not _phonons_wanted({**(known or {}), **labels}, cfg):
+            ehull = {**(known or {}), **labels}.get("e_above_hull")
+            labels["phonon_skipped"] = f"Ehull {ehull} not below {cfg.phonon_ehull_max}"
+        else:
+            labels.update(RUNS[step](relaxed, cfg, calc))
+        labels[f"{step}_settings"] = cfg.signature(step)
+    labels["seconds"] = round(time.perf_counter() - start, 2)
+    return labels, relaxed
+
+
+def _phonons_wanted(labels: dict, cfg: EvaluateConfig) -> bool:
+    if cfg.phonon_ehull_max is None:
+        return True
+    ehull = labels.get("e_above_hull")
+    return ehull is not None and math.isfinite(ehull) and ehull < cfg.phonon_ehull_max

@@ -1,0 +1,151 @@
+"""Settings of the labels (what ``crysvcd evaluate`` computes and how), as plain
+dataclasses that import nothing heavy: the command line reads its defaults from here."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+BACKENDS = ("sevennet", "sevennet-l3i5", "sevennet-mf0", "chgnet", "mattersim", "emt")
+OPTIMIZERS = ("FIRE", "BFGS")
+STEPS = ("relax", "phonons", "kappa", "dielectric")
+
+
+@dataclass
+class PhononSettings:
+    supercell_min_length: float = 20.0  # Angstrom, smallest perpendicular width
+    displacement: float = 0.01  # Angstrom (phonopy's default; 0.01-0.03 is sensible)
+    mesh: tuple[int, int, int] = (8, 8, 8)
+    threshold: float = 0.01  # THz: larger imaginary frequencies mean unstable
+    max_supercell_atoms: int = 2000
+    timeout: float | None = None  # seconds for the whole calculation
+    symprec: float = 1e-3  # Angstrom, for the idealised cell (None: use the cell as given)
+
+    def __post_init__(self) -> None:
+        if not self.supercell_min_length > 0 or not 0 < self.displacement < 0.5:
+            raise ValueError("need supercell_min_length > 0 and displacement in (0, 0.5) A")
+        if len(self.mesh) != 3 or min(self.mesh) < 1:
+            raise ValueError(f"mesh must be three positive integers, got {self.mesh}")
+        if self.threshold < 0 or self.max_supercell_atoms < 1:
+            raise ValueError("threshold must be >= 0 and max_supercell_atoms >= 1")
+
+
+@dataclass
+class KappaSettings:
+    # K; one value or several (kappa is reported at the first one)
+    temperatures: float | Sequence[float] = 300.0
+    # q-mesh: a length l in A (N_i ~ l |b_i|, phono3py's automatic mesh) or three integers.
+    # 60 gives 19x19x19 for Si (the phononDB/kappa-103 choice; converged, slow); the default
+    # 30 (about 10x10x10) finishes a 2-atom cell in minutes on a laptop and reads ~10 % low
+    # for Si (README, kappa); pass 60 for production figures.
+    mesh: float | Sequence[int] = 30.0
+    # A: smallest perpendicular width of the fc3 supercell; 9 A gives 54-64 atoms for most
+    # rocksalt/zincblende cells (128 for small-lattice ones such as SiC) and 72-128 for
+    # wurtzite, enough for the short-ranged anharmonic constants
+    supercell_min_length: float = 9.0
+    # A: a larger fc2 supercell when set (harmonic constants are longer-ranged, and fc2
+    # supercells are cheap: a handful of finite displacements)
+    fc2_supercell_min_length: float | None = None
+    displacement: float = 0.03  # A
+    # above this many finite-difference supercells, switch to random snapshots + symfc
+    max_fd_supercells: int = 300
+    # random snapshots (total, counting each +/- pair as two) or None for
+    # max(8 x symfc's minimum, 48), capped at max_random_snapshots
+    n_random_snapshots: int | None = None
+    max_random_snapshots: int = 200
+    # A: drop fc3 pairs farther apart (both routes); None keeps all pairs in the supercell
+    fc3_cutoff: float | None = None
+    max_supercell_atoms: int = 200
+    budget_s: float | None = 600.0  # wall time per material, None for no limit
+    isotope: bool = True
+    wigner: bool = False
+    symprec: float = 1e-4  # A, for the symmetry search of the (relaxed) input cell
+    random_seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.temperature_list()
+        mesh = [self.mesh] if isinstance(self.mesh, int | float) else list(self.mesh)
+        if len(mesh) not in (1, 3) or not all(m > 0 for m in mesh):
+            raise ValueError(
+                f"mesh must be a length > 0 (A) or three positive integers, got {self.mesh}"
+            )
+        if not self.supercell_min_length > 0 or not 0 < self.displacement < 0.5:
+            raise ValueError("need supercell_min_length > 0 and displacement in (0, 0.5) A")
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise ValueError(f"budget_s must be > 0 seconds or None, got {self.budget_s}")
+
+    def temperature_list(self) -> list[float]:
+        temps = self.temperatures
+        values = [float(temps)] if isinstance(temps, int | float) else [float(t) for t in temps]
+        if not values or not all(math.isfinite(t) and t > 0 for t in values):
+            raise ValueError(f"temperatures must be positive numbers, got {temps!r}")
+        return values
+
+
+@dataclass
+class EvaluateConfig:
+    """What to compute for each structure, and how."""
+
+    mlip: str = "sevennet"
+    model_path: str | None = None
+    ehull: bool = True
+    fmax: float = 0.01  # eV/A, the paper's value for Ehull
+    relax_steps: int = 500
+    optimizer: str = "FIRE"
+    timeout: float | None = 900.0  # seconds per relaxation or phonon calculation
+    phonons: bool = False
+    # Phonons need a tighter minimum than Ehull (the paper: 0.003 eV/A, 200 steps); a
+    # relaxation that does not reach it counts as unstable. It keeps the symmetry found at
+    # phonon.symprec, so that phonopy can use it (and a symmetry-lowering distortion shows
+    # as an imaginary mode).
+    phonon_fmax: float = 0.003
+    phonon_steps: int = 200
+    phonon: PhononSettings = field(default_factory=PhononSettings)
+    # phonons only for structures whose Ehull is below this (None: all)
+    phonon_ehull_max: float | None = None
+    kappa: bool = False  # phono3py RTA; use a SevenNet model (CHGNet forces: nonsense kappa)
+    kappa_settings: KappaSettings = field(default_factory=KappaSettings)
+    dielectric: bool = False  # e3nn surrogate on the relaxed structure (no MLIP involved)
+    dielectric_checkpoint: str | None = None  # None: the shipped model
+
+    def __post_init__(self) -> None:
+        if self.mlip not in BACKENDS:
+            raise ValueError(f"unknown MLIP {self.mlip!r}; choose from {', '.join(BACKENDS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("fmax", "phonon_fmax"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 eV/A, got {getattr(self, name)}")
+        for name in ("relax_steps", "phonon_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.kappa and self.mlip == "chgnet":
+            raise ValueError("kappa needs smooth forces: use a SevenNet model, not chgnet")
+
+    def wanted(self) -> tuple[str, ...]:
+        asked = {"relax": True, "phonons": self.phonons, "kappa": self.kappa}
+        asked["dielectric"] = self.dielectric
+        return tuple(s for s in STEPS if asked[s])
+
+    def signature(self, step: str) -> str:
+        """The settings a stored ``step`` label must have been computed with to be reused."""
+        if step == "relax":
+            keys = ("mlip", "model_path", "ehull", "fmax", "relax_steps", "optimizer")
+            values = {k: getattr(self, k) for k in keys}
+        elif step == "phonons":
+            values = {"mlip": self.mlip, "model_path": self.model_path}
+            values |= {"fmax": self.phonon_fmax, "steps": self.phonon_steps}
+            values |= {k: v for k, v in asdict(self.phonon).items() if k != "timeout"}
+            values["ehull_max"] = self.phonon_ehull_max
+        elif step == "kappa":
+            values = {"mlip": self.mlip, "model_path": self.model_path}
+            values |= asdict(self.kappa_settings)
+        elif step == "dielectric":
+            values = {"checkpoint": self.dielectric_checkpoint or "shipped"}
+        else:
+            raise ValueError(f"unknown label step {step!r}")
+        return json.dumps(values, sort_keys=True, default=str)
