@@ -28,10 +28,13 @@ def test_generate_from_formulas_writes_everything(tiny_run, tmp_path):
         summary.columns
     )
     assert summary["valence_tokens"][2] == "Fe2+x1 Fe3+x2 O2-x4"
-    for f in summary["file"]:
-        s = Structure.from_file(out / f)
-        assert len(s) in (2, 7)
-    assert len(read(out / "structures.extxyz", index=":")) == 4
+    # extxyz keeps the exact cells; a CIF (lengths and angles) of a tiny model's skewed
+    # garbage cell may not read back, so only valid rows are read from CIF
+    images = read(out / "structures.extxyz", index=":")
+    assert [len(a) for a in images] == [2, 2, 7, 7]
+    for f in summary.loc[summary["valid"], "file"]:
+        assert len(Structure.from_file(out / f)) in (2, 7)
+    assert all((out / f).exists() for f in summary["file"])
     assert (out / "run.json").exists()
 
 
