@@ -1,8 +1,13 @@
 import warnings
 
 import pytest
+import torch
 
 from crysvcd.config import FitConfig
+
+# One thread: CPU reductions then run in a fixed order, so the tiny models trained here
+# (and the structures they sample) are the same in every run.
+torch.set_num_threads(1)
 
 warnings.filterwarnings("ignore", category=UserWarning)
 

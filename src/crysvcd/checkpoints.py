@@ -52,7 +52,13 @@ def load_weights(module: nn.Module, state: dict, allow_missing: tuple[str, ...] 
     """Load ``state`` (any float dtype) into ``module``; keys starting with one of
     ``allow_missing`` may be absent (new property adapters of a fine-tune)."""
     state = {k: v for k, v in state.items() if "._tensor_constant" not in k}
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes differ: another architecture
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise CheckpointError(
+            f"weights do not fit this {type(module).__name__} (another architecture: {first})"
+        ) from None
     missing = [k for k in missing if "._tensor_constant" not in k]
     bad = [k for k in missing if not k.startswith(allow_missing)]
     if unexpected or bad:
@@ -128,6 +134,13 @@ _ARCH_KEYS = {
     "Stage2Config": ("hidden", "n_layers", "n_freq", "timesteps"),
     "DielectricConfig": ("cutoff", "hidden_irreps", "sh_lmax"),
 }
+
+
+def tuned_config(path: str | Path, config_cls, what: str, properties: list[str]):
+    """The config of a checkpoint to fine-tune from, with new property specs: a fine-tune
+    keeps the architecture of its starting point."""
+    cfg = read(path, config_cls, what)[1]
+    return config_cls(**{**cfg.to_dict(), "properties": list(properties)})
 
 
 def fp16_weights(state: dict) -> dict:

@@ -125,9 +125,13 @@ def _train(args: argparse.Namespace) -> int:
         from crysvcd.config import Stage1Config
         from crysvcd.stage1.train import FIT, train
 
-        cfg, fit_cfg = Stage1Config(kind=args.kind, properties=props), _fit_config(args, FIT)
         # a property model is a fine-tune of the shipped one unless told otherwise
         init = args.init or (checkpoints.shipped(f"stage1-{args.kind}") if props else None)
+        cfg = (
+            checkpoints.tuned_config(init, Stage1Config, "Stage I", props)
+            if init else Stage1Config(kind=args.kind, properties=props)
+        )  # fmt: skip
+        fit_cfg = _fit_config(args, FIT)
         run = lambda: train(cfg, args.out, fit_cfg, data=args.data, init=init)  # noqa: E731
     elif args.stage == "stage2":
         from crysvcd.config import Stage2Config
@@ -135,13 +139,11 @@ def _train(args: argparse.Namespace) -> int:
 
         if args.init is None and props:
             args.init = checkpoints.shipped("stage2")
-        kwargs = {"properties": props}
-        if args.init:  # a fine-tune keeps the architecture of its starting point
-            from crysvcd.stage2.cspnet import load_model
-
-            base = load_model(args.init).cfg
-            kwargs = {**base.to_dict(), "properties": props}
-        cfg, fit_cfg = Stage2Config(**kwargs), _fit_config(args, FIT)
+        cfg = (
+            checkpoints.tuned_config(args.init, Stage2Config, "Stage II", props)
+            if args.init else Stage2Config(properties=props)
+        )  # fmt: skip
+        fit_cfg = _fit_config(args, FIT)
         run = lambda: train(cfg, args.out, fit_cfg, data=args.data, init=args.init)  # noqa: E731
     else:
         from crysvcd.dielectric.model import DielectricConfig
@@ -404,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786)")
     p.add_argument("--db", help="ASE database path or PostgreSQL URL (default: SOURCE/labels.db)")
     p.add_argument("--retry-failed", action="store_true", help="recompute failed structures")
+
+    from crysvcd.loop.cli import add_loop_commands
+
+    add_loop_commands(sub, _sub, _command)
     return parser
 
 

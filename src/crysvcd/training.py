@@ -83,6 +83,18 @@ class FitResult:
     last_path: Path
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch (this process starts from a random seed otherwise), numpy and random:
+    call it before building a model, so that its initial weights are reproducible."""
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; CUDA asked for but absent -> CPU, warned."""
     if name == "auto":

@@ -25,7 +25,7 @@ from crysvcd.dielectric.data import (
     load_frame,
 )
 from crysvcd.dielectric.model import DielectricConfig, DielectricNet, _load
-from crysvcd.training import FitConfig, FitResult, fit
+from crysvcd.training import FitConfig, FitResult, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def train(
     )
     elements = sorted({Element.from_Z(int(z)).symbol for g in train_set for z in g.z})
     log.info("train %d, val %d, %d elements", len(train_set), len(val_set), len(elements))
+    seed_everything(fit_cfg.seed)  # the initial weights
     model = DielectricNet(cfg)
     model.elements = elements
 

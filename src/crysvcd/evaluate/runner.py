@@ -93,16 +93,19 @@ def plan(
     store: ResultStore,
     cfg: EvaluateConfig,
     retry_failed: bool = False,
+    extra: dict | None = None,
 ) -> tuple[list[Job], int]:
-    """What to compute for each structure; unreadable and invalid ones are recorded at once.
-    Returns the jobs and the number of structures that need nothing."""
+    """What to compute for each structure; unreadable and invalid ones are recorded at once
+    (with the ``extra`` labels). Returns the jobs and the number that need nothing."""
+    extra = extra or {}
     rows = store.rows()
     jobs, done = [], 0
     for key, structure in items:
         row = rows.get(key)
         if isinstance(structure, Exception):
             if row is None or retry_failed:
-                store.write(key, status="failed", error=f"unreadable: {error_text(structure)}")
+                store.write(key, status="failed", error=f"unreadable: {error_text(structure)}",
+                            **extra)  # fmt: skip
             done += 1
             continue
         reason = geometry.invalid_reason(structure)
@@ -113,6 +116,7 @@ def plan(
                     status="invalid",
                     invalid_reason=reason,
                     reduced_formula=structure.composition.reduced_formula,
+                    **extra,
                 )
             done += 1
             continue

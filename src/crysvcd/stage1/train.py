@@ -21,7 +21,7 @@ from crysvcd.config import Stage1Config
 from crysvcd.datasets import load_csv_or_pool
 from crysvcd.stage1.model import CompositionGPT
 from crysvcd.stage1.tokens import END, PAD, START, Vocabulary
-from crysvcd.training import FitConfig, FitResult, TensorData, fit
+from crysvcd.training import FitConfig, FitResult, TensorData, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ def train(
         if data is not None
         else "bundled training pool"
     )
+    seed_everything(fit_cfg.seed)  # the initial weights
     return fit(
         CompositionGPT(cfg, vocab, specs),
         loss_fn(cfg.label_dropout),

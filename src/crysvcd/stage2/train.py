@@ -24,7 +24,7 @@ from crysvcd.datasets import load_csv_or_pool, structure_from_cif
 from crysvcd.stage2.batch import Crystal, CrystalBatch, PackedCrystals, canonical
 from crysvcd.stage2.cspnet import CSPNet
 from crysvcd.stage2.schedules import Schedules, wrapped_normal_score
-from crysvcd.training import FitConfig, FitResult, fit
+from crysvcd.training import FitConfig, FitResult, fit, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ def train(
     def loss(net, batch, gen):
         return diffusion_loss(net, sched.to(batch.frac.device), batch, gen, cfg)
 
+    seed_everything(fit_cfg.seed)  # the initial weights
     return fit(
         CSPNet(cfg, specs),
         loss,

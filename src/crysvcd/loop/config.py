@@ -1,0 +1,121 @@
+"""The learning loop's settings: one flat dataclass, settable from a TOML file and flags.
+
+    # campaign.toml
+    rounds = 3
+    n = 100
+    ehull_threshold = 0.0
+    mlip = "sevennet"
+    workers = 2
+
+``crysvcd loop --config campaign.toml --out RUN`` reads it; flags override the file; the
+values in force are written to ``RUN/loop.json``, and a resumed run must use the same.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import tomllib
+
+from crysvcd.evaluate.settings import BACKENDS
+
+TARGETS = ("stability",)
+
+
+@dataclass
+class LoopConfig:
+    rounds: int = 3  # generate-label rounds; the models are fine-tuned between rounds
+    n: int = 100  # crystals generated per round
+    seed: int = 0
+    target: str = "stability"
+    # A crystal is labelled stable when its relaxation converged and its MLIP energy above
+    # the MP hull is below this (eV/atom); the paper fine-tunes with 0 and -0.05.
+    ehull_threshold: float = 0.0
+    # generation
+    valence_masks: bool = True  # False: the unconstrained baseline (no fine-tuning then)
+    ionic_fraction: float = 0.7
+    diffusion_steps: int = 100
+    candidates: int = 1
+    guidance: float = 2.0  # classifier-free guidance w of the conditioned Stage II
+    stage1_ionic: str | None = None  # starting checkpoints (default: shipped)
+    stage1_alloy: str | None = None
+    stage2: str | None = None
+    device: str = "cpu"  # Stage II sampling
+    # labels (crysvcd evaluate's settings)
+    mlip: str = "sevennet"
+    fmax: float = 0.01
+    relax_steps: int = 500
+    timeout: float = 900.0
+    phonons: bool = True
+    phonon_ehull_max: float = 0.1  # phonons only for crystals below this Ehull
+    phonon_share: float = 1.0  # and of those, this share (a fixed hash of the key decides)
+    phonon_supercell: float = 20.0
+    phonon_max_atoms: int = 2000
+    workers: int = 1  # Dask worker processes on this machine
+    scheduler: str | None = None  # or the address of a running Dask scheduler
+    # fine-tuning between rounds
+    finetune_stage1: bool = True
+    finetune_stage2: bool = True
+    stage1_epochs: int = 4
+    stage2_epochs: int = 3
+    stage2_pool_sample: int = 2000  # pool crystals beside the labelled ones (Stage II)
+    labelled_weight: int = 10  # copies of every labelled crystal in the fine-tuning data
+    train_device: str = "auto"
+
+    def __post_init__(self) -> None:
+        positive = (
+            "rounds", "n", "diffusion_steps", "candidates", "relax_steps", "workers",
+            "stage1_epochs", "stage2_epochs", "labelled_weight", "phonon_max_atoms",
+        )  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown label {self.target!r}: the loop knows {', '.join(TARGETS)}")
+        if not -1.0 <= self.ehull_threshold <= 1.0:
+            raise ValueError(
+                f"ehull_threshold must be in [-1, 1] eV/atom, got {self.ehull_threshold}"
+            )
+        if not -1.0 <= self.phonon_ehull_max <= 1.0:
+            raise ValueError(
+                f"phonon_ehull_max must be in [-1, 1] eV/atom, got {self.phonon_ehull_max}"
+            )
+        if not 0.0 <= self.phonon_share <= 1.0:
+            raise ValueError(f"phonon_share must be in [0, 1], got {self.phonon_share}")
+        if not 0.0 <= self.ionic_fraction <= 1.0:
+            raise ValueError(f"ionic_fraction must be in [0, 1], got {self.ionic_fraction}")
+        if self.mlip not in BACKENDS:
+            raise ValueError(f"unknown MLIP {self.mlip!r}; choose from {', '.join(BACKENDS)}")
+        if not self.fmax > 0 or not self.timeout > 0 or self.guidance < 0:
+            raise ValueError("fmax and timeout must be > 0 and guidance >= 0")
+        if self.stage2_pool_sample < 0:
+            raise ValueError(f"stage2_pool_sample must be >= 0, got {self.stage2_pool_sample}")
+        if not self.valence_masks and self.rounds > 1:
+            raise ValueError("the unconstrained baseline (valence_masks = false) runs one round")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides) -> LoopConfig:
+        """From a TOML (or JSON) file, then ``overrides`` (None values ignored)."""
+        values: dict = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"no config file {path}")
+            text = path.read_text()
+            try:
+                values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+            except (ValueError, tomllib.TOMLDecodeError) as exc:
+                kind = path.suffix.lstrip(".") or "TOML"
+                raise ValueError(f"{path}: not valid {kind} ({exc})") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown loop setting(s) {unknown} in {path}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

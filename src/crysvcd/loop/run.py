@@ -1,0 +1,269 @@
+"""The concurrent learning loop: generate -> label (while generating) -> fine-tune, by rounds.
+
+One round:
+1. generate ``n`` crystals with this round's models (Stage I + II; from round 1 on
+   conditioned on ``stable=1``, Stage II with classifier-free guidance);
+2. label them while generation is still running: each structure goes to a Dask worker
+   as soon as it is written (relaxation, energy above the MP hull; phonons for the crystals
+   under ``phonon_ehull_max``, or a fixed share of them);
+3. store every structure and its labels in ``RUN/labels.db`` (ASE), with its round, seed
+   and the checkpoints that made it;
+4. fine-tune Stage I (ionic and alloy) and Stage II on the pool and every labelled crystal
+   so far, the stability label as the condition (not after the last round);
+5. write the round's figures and shares (``RUN/figures``, ``RUN/shares.csv``).
+
+Resumable at any point: ``RUN/loop.json`` records the settings and which phases of which
+rounds are done; the generation resumes its chunks, labels already stored are not
+recomputed, fine-tunes resume from their ``last.pt``. A structure whose labelling fails
+(or whose worker dies) is recorded with its error and the round goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from pymatgen.core import Structure
+
+from crysvcd.config import GenerateConfig
+from crysvcd.datasets import hash_bucket
+from crysvcd.evaluate.runner import Job, load_structures, plan, record
+from crysvcd.evaluate.settings import EvaluateConfig, PhononSettings
+from crysvcd.evaluate.store import ResultStore
+from crysvcd.loop.config import LoopConfig
+from crysvcd.runinfo import atomic_write_text, versions
+
+log = logging.getLogger(__name__)
+STAGES = ("stage1_ionic", "stage1_alloy", "stage2")
+
+
+class LoopState:
+    """``RUN/loop.json``: the settings in force and the phases done, written atomically."""
+
+    def __init__(self, out_dir: Path, cfg: LoopConfig):
+        self.path = out_dir / "loop.json"
+        if self.path.exists():
+            data = json.loads(self.path.read_text())
+            differ = sorted(k for k, v in cfg.to_dict().items() if data["config"].get(k) != v)
+            if differ:
+                raise ValueError(
+                    f"{out_dir} holds a loop run with other settings ({', '.join(differ)}): "
+                    "resume it with the same settings or choose another --out"
+                )
+            self.data = data
+        else:
+            start = {s: getattr(cfg, s) for s in STAGES}
+            self.data = {"config": cfg.to_dict(), "versions": versions(), "rounds": {},
+                         "models": {"0": start}}  # fmt: skip
+            self.save()
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str))
+
+    def done(self, r: int, phase: str) -> bool:
+        return bool(self.data["rounds"].get(str(r), {}).get(phase))
+
+    def mark(self, r: int, phase: str, value=True) -> None:
+        self.data["rounds"].setdefault(str(r), {})[phase] = value
+        self.save()
+
+    def models(self, r: int) -> dict:
+        return self.data["models"][str(r)]
+
+    def set_models(self, r: int, models: dict) -> None:
+        self.data["models"][str(r)] = models
+        self.save()
+
+
+def evaluate_config(cfg: LoopConfig, phonons: bool) -> EvaluateConfig:
+    return EvaluateConfig(
+        mlip=cfg.mlip,
+        fmax=cfg.fmax,
+        relax_steps=cfg.relax_steps,
+        timeout=cfg.timeout,
+        phonons=phonons and cfg.phonons,
+        phonon=PhononSettings(
+            supercell_min_length=cfg.phonon_supercell, max_supercell_atoms=cfg.phonon_max_atoms
+        ),
+        phonon_ehull_max=cfg.phonon_ehull_max,
+    )
+
+
+def generate_config(cfg: LoopConfig, r: int, models: dict) -> GenerateConfig:
+    conditioned = r > 0 and cfg.valence_masks
+    return GenerateConfig(
+        n=cfg.n,
+        ionic_fraction=cfg.ionic_fraction,
+        candidates=cfg.candidates,
+        rank_mlip=cfg.mlip,
+        steps=cfg.diffusion_steps,
+        seed=cfg.seed + 1000 * r,
+        conditions=["stable=1"] if conditioned else [],
+        guidance=cfg.guidance if conditioned else None,
+        valence_masks=cfg.valence_masks,
+        device=cfg.device,
+        **models,
+    )
+
+
+class Labeller:
+    """Hands structures to the Dask cluster as they appear and stores each result as it
+    comes back, so the driver can keep generating in between."""
+
+    def __init__(self, client, store: ResultStore, cfg: LoopConfig, extra: dict):
+        from distributed import as_completed
+
+        self.client, self.store, self.cfg, self.extra = client, store, cfg, extra
+        self.pending = as_completed()
+        self.jobs = {}
+        self.submitted: set[str] = set()
+        self.finished = 0
+
+    def offer(self, key: str, structure: Structure | Exception) -> None:
+        """Submit the labels ``key`` still needs (nothing when all are stored)."""
+        if key in self.submitted:
+            return
+        self.submitted.add(key)
+        sampled = hash_bucket(f"phonons:{key}") < 100 * self.cfg.phonon_share
+        ecfg = evaluate_config(self.cfg, phonons=sampled)
+        jobs, _ = plan([(key, structure)], self.store, ecfg, extra=self.extra)
+        from crysvcd.evaluate.labels import label_structure
+
+        for job in jobs:
+            future = self.client.submit(
+                label_structure, job.structure, ecfg, job.steps, job.structure, job.known,
+                key=f"label-{key}-{'+'.join(job.steps)}", pure=False,
+            )  # fmt: skip
+            self.jobs[future.key] = job
+            self.pending.add(future)
+        self.collect(block=False)
+
+    def collect(self, block: bool) -> None:
+        """Store every finished result (all of them, waiting, when ``block``)."""
+        while True:
+            if not block and not self.pending.has_ready():
+                return
+            if self.pending.is_empty():
+                return
+            batch = self.pending.next_batch(block=block)
+            for future in batch:
+                self._store(future)
+
+    def _store(self, future) -> None:
+        from crysvcd.evaluate.labels import error_text
+
+        job: Job = self.jobs.pop(future.key)
+        try:
+            labels, relaxed = future.result()
+        except Exception as exc:  # the worker died on it (KilledWorker) or similar
+            labels, relaxed = {"status": "failed", "error": f"worker: {error_text(exc)}"}, None
+        record(self.store, job, labels, relaxed, **self.extra)
+        self.finished += 1
+        log.info("labelled %s: %s (%d done)", job.key, labels.get("status", "ok"), self.finished)
+
+
+def generate_and_label(cfg: LoopConfig, r: int, out_dir: Path, store, client, models, progress):
+    from crysvcd.pipeline import generate
+
+    gen_cfg = generate_config(cfg, r, models)
+    gen_dir = out_dir / f"round_{r:02d}" / "generated"
+    gen_dir.parent.mkdir(parents=True, exist_ok=True)
+    extra = {
+        "round": r,
+        "seed": gen_cfg.seed,
+        **{k: str(v or "shipped") for k, v in models.items()},
+    }
+    labeller = Labeller(client, store, cfg, extra)
+
+    def on_structure(i: int, structure: Structure, row: dict) -> None:
+        labeller.offer(f"r{r:02d}/{Path(row['file']).stem}", structure)
+
+    resume = gen_dir.exists() and any(gen_dir.iterdir())
+    generate(gen_cfg, gen_dir, progress=progress, resume=resume, on_structure=on_structure)
+    # structures written by an earlier, interrupted run of this round: label what they lack
+    for key, structure in load_structures(gen_dir):
+        labeller.offer(f"r{r:02d}/{key}", structure)
+    labeller.collect(block=True)
+
+
+def finetune(cfg: LoopConfig, r: int, out_dir: Path, store, models: dict) -> dict:
+    """Fine-tune every stage on the pool and the labels so far; returns the new checkpoints."""
+    from crysvcd import checkpoints
+    from crysvcd.config import Stage1Config, Stage2Config
+    from crysvcd.loop.data import PROPERTY, finetune_frame, labelled_frame, pool_frame
+    from crysvcd.stage1 import train as stage1
+    from crysvcd.stage2 import train as stage2
+
+    labelled = labelled_frame(store, cfg.ehull_threshold)
+    pool = pool_frame(cfg.ehull_threshold)
+    n_stable = int(labelled["stable_label"].sum()) if len(labelled) else 0
+    log.info(
+        "fine-tuning on %d labelled crystals (%d stable) and the pool", len(labelled), n_stable
+    )
+    folder = out_dir / f"round_{r:02d}" / "finetune"
+    new = dict(models)
+    if cfg.finetune_stage1:
+        frame = finetune_frame(pool, labelled, cfg.labelled_weight)
+        shares = {"ionic": cfg.ionic_fraction, "alloy": 1 - cfg.ionic_fraction}
+        for kind in [k for k, share in shares.items() if share > 0]:  # models the loop uses
+            name = f"stage1_{kind}"
+            init = models[name] or checkpoints.shipped(f"stage1-{kind}")
+            fit_cfg = replace(stage1.FIT, max_epochs=cfg.stage1_epochs, patience=None,
+                              device=cfg.train_device, seed=cfg.seed + r)  # fmt: skip
+            s1cfg = checkpoints.tuned_config(init, Stage1Config, "Stage I", [PROPERTY])
+            result = stage1.train(s1cfg, folder / name, fit_cfg, data=frame, init=init)
+            new[name] = str(result.best_path)
+    if cfg.finetune_stage2:
+        init = models["stage2"] or checkpoints.shipped("stage2")
+        s2cfg = checkpoints.tuned_config(init, Stage2Config, "Stage II", [PROPERTY])
+        frame = finetune_frame(
+            pool, labelled, cfg.labelled_weight, cfg.stage2_pool_sample, cfg.seed + r
+        )
+        fit_cfg = replace(stage2.FIT, max_epochs=cfg.stage2_epochs, eval_every=1, snapshots=False,
+                          device=cfg.train_device, seed=cfg.seed + r)  # fmt: skip
+        result = stage2.train(s2cfg, folder / "stage2", fit_cfg, data=frame, init=init)
+        new["stage2"] = str(result.best_path)
+    return new
+
+
+def run_loop(
+    cfg: LoopConfig, out_dir: str | Path, progress: bool = True, client=None
+) -> pd.DataFrame:  # noqa: F821
+    """Run (or resume) the loop in ``out_dir``; returns the table of shares per round."""
+    from crysvcd.evaluate.cluster import close_client, start_client
+    from crysvcd.loop.figures import write_figures
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    if not out_dir.parent.exists():
+        raise ValueError(f"--out {out_dir}: its parent folder does not exist")
+    out_dir.mkdir(exist_ok=True)
+    state = LoopState(out_dir, cfg)
+    store = ResultStore(out_dir / "labels.db")
+    own = client is None
+    if own:
+        client = start_client(cfg.workers, cfg.scheduler)
+        # the driver samples structures while the workers label: leave them their cores
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) - cfg.workers))
+    try:
+        for r in range(cfg.rounds):
+            models = state.models(r)
+            if not state.done(r, "labelled"):
+                log.info("round %d: generating %d crystals and labelling them", r, cfg.n)
+                generate_and_label(cfg, r, out_dir, store, client, models, progress)
+                state.mark(r, "labelled")
+            table = write_figures(out_dir, store, cfg)
+            if r + 1 < cfg.rounds and str(r + 1) not in state.data["models"]:
+                log.info("round %d: fine-tuning", r)
+                state.set_models(r + 1, finetune(cfg, r, out_dir, store, models))
+                state.mark(r, "finetuned")
+    finally:
+        if own:
+            close_client(client)
+    return table

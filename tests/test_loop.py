@@ -1,0 +1,130 @@
+"""The learning loop end to end on tiny models and the EMT calculator."""
+
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+from ase.db import connect
+from pymatgen.core import Composition
+
+from crysvcd.config import FitConfig, Stage1Config, Stage2Config
+from crysvcd.datasets import training_pool
+from crysvcd.loop.config import LoopConfig
+from crysvcd.loop.run import Labeller, run_loop
+
+from .conftest import TINY_FIT2, TINY_STAGE2
+
+EMT = {"Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt"}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """A tiny alloy Stage I and Stage II trained on pool alloys of EMT's elements."""
+    from crysvcd.stage1.train import train as train1
+    from crysvcd.stage2.train import train as train2
+
+    pool = training_pool()
+    elements = [{el.symbol for el in Composition(f).elements} for f in pool["cell_formula"]]
+    emt = pool[[e <= EMT for e in elements]]
+    emt = emt[emt["nsites"] <= 6].reset_index(drop=True)
+    assert len(emt) >= 20
+    out = tmp_path_factory.mktemp("loop_models")
+    s1 = train1(Stage1Config(kind="alloy", n_layer=1, n_head=2, n_embd=32, permutations=1),
+                out / "s1", FitConfig(batch_size=16, max_epochs=80, lr=3e-3), data=emt)  # fmt: skip
+    # long enough (about 8 s) to learn cell sizes, so that most samples are valid crystals
+    fit2 = replace(TINY_FIT2, batch_size=8, lr=3e-3, max_epochs=300, eval_every=50)
+    s2 = train2(Stage2Config(**TINY_STAGE2), out / "s2", fit2, data=emt)
+    return str(s1.best_path), str(s2.best_path)
+
+
+def tiny_loop(models, **kw) -> LoopConfig:
+    s1, s2 = models
+    base = dict(
+        rounds=2, n=5, ionic_fraction=0.0, diffusion_steps=20, mlip="emt", fmax=0.2,
+        relax_steps=20, phonons=True, phonon_ehull_max=1.0, phonon_supercell=4.0,
+        stage1_epochs=1, stage2_epochs=1, stage2_pool_sample=20, labelled_weight=2,
+        stage1_alloy=s1, stage2=s2, train_device="cpu",
+    )  # fmt: skip
+    return LoopConfig(**{**base, **kw})
+
+
+def test_two_rounds_finish_and_resume_without_duplicates(tiny_models, tmp_path, dask_client,
+                                                         monkeypatch):  # fmt: skip
+    cfg = tiny_loop(tiny_models)
+    out = tmp_path / "run"
+    # the driver dies while round 0 is being generated and labelled ...
+    real_offer, calls = Labeller.offer, []
+
+    def crash_on_fourth(self, key, structure):
+        calls.append(key)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("simulated crash")
+        real_offer(self, key, structure)
+
+    monkeypatch.setattr(Labeller, "offer", crash_on_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(cfg, out, progress=False, client=dask_client)
+    monkeypatch.setattr(Labeller, "offer", real_offer)
+    before = {row.key for row in connect(str(out / "labels.db")).select()}
+    assert len(before) <= 3
+    # ... and the same call resumes it
+    shares = run_loop(cfg, out, progress=False, client=dask_client)
+    keys = [row.key for row in connect(str(out / "labels.db")).select()]
+    assert len(keys) == len(set(keys)) == 10  # every crystal once, none twice
+    assert before <= set(keys)
+    assert list(shares["round"]) == [0, 1] and list(shares["generated"]) == [5, 5]
+    table = pd.read_csv(out / "structures.csv")
+    assert set(table["round"]) == {0, 1}
+    rows = list(connect(str(out / "labels.db")).select())
+    assert {r.get("round") for r in rows} == {0, 1}
+    assert all(r.get("stage2") for r in rows)
+    # round 1 used the fine-tuned models, conditioned on stable=1
+    assert (out / "round_00/finetune/stage2/best.pt").exists()
+    assert (out / "figures/ehull.png").exists() and (out / "shares.csv").exists()
+    run1 = (out / "round_01/generated/run.json").read_text()
+    assert "stable=1" in run1 and "round_00/finetune" in run1
+    # a finished run resumed again does nothing new
+    again = run_loop(cfg, out, progress=False, client=dask_client)
+    assert len(list(connect(str(out / "labels.db")).select())) == 10
+    pd.testing.assert_frame_equal(again, shares)
+
+
+def test_a_labelling_failure_is_recorded_and_the_round_goes_on(tiny_models, tmp_path, dask_client):
+    cfg = tiny_loop(tiny_models, rounds=1, n=4, timeout=1e-9)  # every relaxation times out
+    shares = run_loop(cfg, tmp_path / "run", progress=False, client=dask_client)
+    rows = list(connect(str(tmp_path / "run" / "labels.db")).select())
+    assert len(rows) == 4
+    assert all(r.get("status") in ("failed", "invalid") for r in rows)
+    assert any("timeout" in (r.get("error") or "") for r in rows)
+    assert shares["ehull_below_0.1"].iloc[0] == 0.0
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"n": 0}, "n must be a positive integer"),
+        ({"rounds": -1}, "rounds must be a positive integer"),
+        ({"target": "hardness"}, "unknown label 'hardness'"),
+        ({"ehull_threshold": 5.0}, "ehull_threshold must be in"),
+        ({"phonon_share": 1.5}, "phonon_share must be in"),
+        ({"mlip": "vasp"}, "unknown MLIP"),
+    ],
+)
+def test_bad_settings_fail_before_any_work(bad, message, tmp_path):
+    from crysvcd.cli import main
+
+    with pytest.raises(ValueError, match=message):
+        LoopConfig(**bad)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in bad.items()]
+    assert main(["loop", "--out", str(tmp_path / "run"), *flags]) == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_and_flags(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('rounds = 4\nn = 50\nmlip = "emt"\n')
+    cfg = LoopConfig.load(toml, n=7)
+    assert (cfg.rounds, cfg.n, cfg.mlip) == (4, 7, "emt")
+    toml.write_text("roundz = 4\n")
+    with pytest.raises(ValueError, match="unknown loop setting"):
+        LoopConfig.load(toml)
