@@ -11,7 +11,8 @@ from crysvcd.stage1.train import train
 
 
 def tiny_cfg(**kw):
-    return Stage1Config(**{**dict(n_layer=1, n_head=2, n_embd=32, permutations=1), **kw})
+    base = dict(n_layer=1, n_head=2, n_embd=32, permutations=1, neutrality_rollouts=300)
+    return Stage1Config(**{**base, **kw})
 
 
 def tiny_fit(**kw):
@@ -47,7 +48,11 @@ def test_resume_continues_from_last_checkpoint(tiny_ionic, tiny_data):
 
 
 def test_sampling_is_neutral_and_follows_the_rules(tiny_ionic):
+    from crysvcd.stage1.sample import load_sampler
+
     out, _ = tiny_ionic
+    # training left the neutrality table of the twisted sampler in the checkpoint
+    assert load_sampler(out / "best.pt").neutrality.shape[:2] == (10, 21)
     sampler = FormulaSampler(load_model(out / "best.pt"))
     formulas, stats = sampler.sample(200, seed=1)
     assert len(formulas) == 200
@@ -64,6 +69,8 @@ def test_sampling_is_neutral_and_follows_the_rules(tiny_ionic):
             assert len({v > 0 for v in vs}) == 1
     again, _ = sampler.sample(200, seed=1)
     assert [f.cell_formula for f in again] == [f.cell_formula for f in formulas]
+    twisted, stats = load_sampler(out / "best.pt").sample(200, seed=1)
+    assert all(f.charge == 0 for f in twisted) and stats.dead_ends == 0
 
 
 def test_alloy_model(tiny_data, tmp_path):

@@ -4,14 +4,6 @@ Data flow: chem (valence tokens) -> stage1 (compositions) -> stage2 (structures)
 evaluate (MLIP labels) -> loop (fine-tune on the labels) -> report.
 """
 
-from crysvcd.chem.valence import (
-    FormulaError,
-    NoValidAssignmentError,
-    ValenceAssignment,
-    ValenceToken,
-    label_valence,
-)
-
 __version__ = "0.2.0"
 
 __all__ = [
@@ -29,7 +21,14 @@ __all__ = [
     "EvaluateConfig",
 ]
 
+# Everything is imported on first use: `import crysvcd.training` must not pull in pymatgen
+# (the GPU machines that train Stage II have torch and numpy only).
 _LAZY = {
+    "FormulaError": "crysvcd.chem.valence",
+    "NoValidAssignmentError": "crysvcd.chem.valence",
+    "ValenceAssignment": "crysvcd.chem.valence",
+    "ValenceToken": "crysvcd.chem.valence",
+    "label_valence": "crysvcd.chem.valence",
     "sample_formulas": "crysvcd.stage1.sample",
     "predict_structures": "crysvcd.stage2.sample",
     "generate": "crysvcd.pipeline",
@@ -40,7 +39,6 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    # The models pull in torch and transformers: import them only when asked for.
     if name in _LAZY:
         import importlib
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # pandas is needed only to read labels, not to run a model
+    import pandas as pd
 
 _SPEC = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=\s*([\w.]+)\s*(?:>\s*([-+0-9.eE]+))?\s*$")
 
@@ -48,6 +51,8 @@ class PropertySpec:
             raise ValueError(f"property {self.name!r}: no column {self.column!r} in the data")
         if self.kind == "binary":
             return self
+        import pandas as pd
+
         values = pd.to_numeric(df[self.column], errors="coerce").dropna()
         if values.empty:
             raise ValueError(f"property {self.name!r}: column {self.column!r} has no numbers")
@@ -62,6 +67,8 @@ class PropertySpec:
 
     def encode_column(self, df: pd.DataFrame) -> np.ndarray:
         """Model-space values of each row (NaN where unlabelled)."""
+        import pandas as pd
+
         values = pd.to_numeric(df[self.column], errors="coerce").to_numpy(dtype=float)
         return self.encode(values)
 

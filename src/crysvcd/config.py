@@ -26,6 +26,9 @@ class Stage1Config:
     max_count: int = 20
     permutations: int = 3  # extra random orders of each formula's tokens in training
     label_dropout: float = 0.1  # share of labelled rows trained unconditionally
+    # free decodings of a trained ionic model from which its neutrality table (the
+    # twisted sampler's weights) is estimated: stage1.sample.neutrality_table
+    neutrality_rollouts: int = 20000
     properties: list[str] = field(default_factory=list)  # "NAME=COLUMN" or "NAME=COLUMN>THRESH"
 
     def __post_init__(self) -> None:

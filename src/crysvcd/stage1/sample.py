@@ -81,8 +81,11 @@ class SampleStats:
 
 
 class FormulaSampler:
-    def __init__(self, model: CompositionGPT):
+    def __init__(self, model: CompositionGPT, neutrality: torch.Tensor | None = None):
         self.model = model.eval()
+        # psi[k, q + offset]: how often the model's own free decoding, after k tokens at
+        # charge q, ends neutral (``neutrality_table``); None: the older END redirect
+        self.neutrality = neutrality
         cfg = model.cfg
         self.cfg = cfg
         vocab = model.vocab
@@ -121,6 +124,18 @@ class FormulaSampler:
         redirect = (~end_ok & (total.squeeze(1) > 0))[:, None]
         extra = logp_end.exp()[:, None] * pc / total.clamp(min=1e-30)
         return torch.where(redirect, p + extra, p).log()
+
+    def _twist(self, k: int, charge, atoms, counts) -> torch.Tensor:
+        """(b, S, C) log psi of the state each move leads to: the masked sampler then draws
+        from p(move) psi(next state), an approximation of the model conditioned on ending
+        neutral, instead of forcing every non-neutral prefix to go on (which lengthens the
+        formulas). END at charge 0 keeps its own probability (psi = 1)."""
+        vals = self.valences[N_SPECIAL:]
+        q = charge[:, None, None] + vals[None, :, None] * counts[None, None, :]
+        qi = (q + self.offset).clamp(0, 2 * self.offset)
+        table = self.neutrality[min(k, len(self.neutrality) - 1)]  # (atoms, charge)
+        ai = (atoms[:, None, None] + counts[None, None, :]).clamp(max=table.shape[0] - 1)
+        return table[ai.expand_as(qi), qi].clamp(min=1e-6).log()
 
     def _reachable(self, allowed, used, charge, atoms, counts, left):
         """(b, S, C) mask: after adding (species, count), can the charge still reach zero?"""
@@ -180,7 +195,9 @@ class FormulaSampler:
             joint = joint.masked_fill(~ok, float("-inf")).reshape(b, -1)
             end_ok = (charge == 0) if (ionic and constrained) else torch.ones_like(done)
             end_ok &= t > 0
-            if ionic and constrained and self.close_on_end:
+            if ionic and constrained and self.neutrality is not None:
+                joint = joint + self._twist(t + 1, charge, atoms, counts).reshape(b, -1)
+            elif ionic and constrained and self.close_on_end:
                 joint = self._redirect_end(joint, logp_s[:, END], end_ok, ok, charge, counts)
             end = logp_s[:, END].masked_fill(~end_ok, float("-inf"))
             logits = torch.cat([joint, end[:, None]], 1)
@@ -253,6 +270,60 @@ class FormulaSampler:
         return out, stats
 
 
+@torch.no_grad()
+def neutrality_table(sampler: FormulaSampler, n: int = 20000, seed: int = 0) -> torch.Tensor:
+    """psi[k, a, q + offset]: the share of the model's free (unmasked) decodings that, having
+    placed k tokens holding a atoms at running charge q, end neutral; estimated from ``n``
+    decodings and smoothed towards the (k, q) share (three decodings' worth), which is in
+    turn smoothed towards the overall neutral rate. The twisted sampler weighs each move by
+    it. Measured on the shipped ionic model (README): 3.39 elements per formula against
+    3.24 in the dev split and 3.98 for the plain masks."""
+    cfg = sampler.cfg
+    shape = (cfg.max_tokens + 2, cfg.max_atoms + 1, 2 * sampler.offset + 1)
+    through, neutral = torch.zeros(shape), torch.zeros(shape)
+    gen = torch.Generator().manual_seed(seed)
+    done = 0
+    while done < n:
+        b = min(2000, n - done)
+        seq, cnt, good = sampler._batch(b, 1.0, None, None, None, gen, constrained=False)
+        tokens, counts = seq[:, 1:], cnt[:, 1:]
+        is_species = tokens >= N_SPECIAL
+        charge = torch.cumsum(sampler.valences[tokens] * counts * is_species, 1)
+        atoms = torch.cumsum(counts * is_species, 1).clamp(max=cfg.max_atoms)
+        ended_neutral = (good & (charge[:, -1] == 0)).float()
+        zero = torch.zeros(b, 1, dtype=torch.long)
+        q_idx = (torch.cat([zero, charge], 1) + sampler.offset).clamp(0, shape[2] - 1)
+        a_idx = torch.cat([zero, atoms], 1)
+        placed = torch.cat([torch.ones(b, 1, dtype=torch.bool), is_species], 1)
+        for k in range(q_idx.shape[1]):
+            rows = placed[:, k]
+            flat = a_idx[rows, k] * shape[2] + q_idx[rows, k]
+            through[k].view(-1).index_add_(0, flat, torch.ones(len(flat)))
+            neutral[k].view(-1).index_add_(0, flat, ended_neutral[rows])
+        done += b
+    rate = neutral[0].sum() / through[0].sum().clamp(min=1)
+    by_charge = (neutral.sum(1) + rate) / (through.sum(1) + 1)  # (k, q)
+    return (neutral + 3 * by_charge[:, None, :]) / (through + 3)
+
+
+def calibrate(path: str | Path, n: int = 20000, seed: int = 0) -> torch.Tensor:
+    """Add the neutrality table to an ionic checkpoint (in place, atomically)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    sampler = FormulaSampler(load_model(path))
+    if sampler.cfg.kind != "ionic":
+        raise ValueError(f"{path}: only ionic models need a neutrality table")
+    ckpt["neutrality"] = neutrality_table(sampler, n, seed)
+    # the step of the weights it was made for: a later best.pt needs a new table
+    ckpt["neutrality_info"] = {
+        "rollouts": n,
+        "seed": seed,
+        "step": ckpt.get("state", {}).get("step"),
+    }
+    checkpoints.atomic_save(ckpt, path)
+    _load_sampler.cache_clear()
+    return ckpt["neutrality"]
+
+
 def _top_k_top_p(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
     if top_k is not None and top_k > 0 and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -273,7 +344,8 @@ def _reach_table(valences: tuple, max_tokens: int, max_atoms: int) -> torch.Tens
 
 @cache
 def _load_sampler(path: str) -> FormulaSampler:
-    return FormulaSampler(load_model(path))
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return FormulaSampler(load_model(path), ckpt.get("neutrality"))
 
 
 def load_sampler(path: str | Path | None = None, kind: str = "ionic") -> FormulaSampler:

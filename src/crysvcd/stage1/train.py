@@ -143,7 +143,7 @@ def train(
         else "bundled training pool"
     )
     seed_everything(fit_cfg.seed)  # the initial weights
-    return fit(
+    result = fit(
         CompositionGPT(cfg, vocab, specs),
         loss_fn(cfg.label_dropout),
         splits["train"],
@@ -154,3 +154,12 @@ def train(
         meta={"vocab": vocab.labels()},
         run_info={"data": source},
     )
+    if cfg.kind == "ionic" and result.best_path is not None:
+        from crysvcd.stage1.sample import calibrate
+
+        # the table belongs to the weights: recomputed whenever best.pt changed
+        best = torch.load(result.best_path, map_location="cpu", weights_only=False)
+        made_for = best.get("neutrality_info", {}).get("step", -1)
+        if made_for != best.get("state", {}).get("step"):
+            calibrate(result.best_path, cfg.neutrality_rollouts, fit_cfg.seed)
+    return result

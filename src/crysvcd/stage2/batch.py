@@ -10,10 +10,13 @@ per-crystal Python loop runs per step and a GPU is not left waiting on the CPU.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from pymatgen.core import Composition, Lattice, Structure
+
+if TYPE_CHECKING:  # pymatgen only to read structures: device runs have torch alone
+    from pymatgen.core import Composition, Structure
 
 
 @dataclass
@@ -28,6 +31,8 @@ class Crystal:
 
 def canonical(structure: Structure) -> Crystal:
     """Niggli-reduced cell in pymatgen's standard orientation (as CDVAE/DiffCSP preprocess)."""
+    from pymatgen.core import Lattice
+
     reduced = structure.get_reduced_structure()
     lat = Lattice.from_parameters(*reduced.lattice.parameters)
     frac = np.mod(reduced.frac_coords, 1.0)

@@ -19,18 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from pymatgen.core import Composition, Lattice, Structure
 
 from crysvcd import checkpoints
-from crysvcd.chem import MAX_Z
 from crysvcd.conditioning import parse_conditions
 from crysvcd.stage2.batch import Crystal, collate, composition_atoms
 from crysvcd.stage2.cspnet import CSPNet, load_model
 from crysvcd.stage2.schedules import Schedules
 from crysvcd.training import resolve_device
+
+if TYPE_CHECKING:  # pymatgen only at the edges: the sampler itself runs on torch alone
+    from pymatgen.core import Composition, Structure
 
 LATTICE_CLIP = 50.0  # Angstrom; the largest |lattice entry| in the training pool is 45.4
 
@@ -140,20 +142,15 @@ class StructureSampler:
                 )
             if progress is not None:
                 progress(b)
-        out = []
-        start = 0
-        lattice, frac = lattice.cpu(), frac.cpu()
-        for k, c in enumerate(crystals):
-            m = len(c.atom_types)
-            species = [int(z) for z in c.atom_types]
-            lat = Lattice(lattice[k].numpy().astype(float))
-            out.append(Structure(lat, species, frac[start : start + m].numpy().astype(float)))
-            start += m
-        return out
+        return lattice.cpu(), frac.cpu()
 
     def crystal_of(self, composition: Composition | str) -> Crystal:
         """The sampling item of a cell composition; ValueError says what the model cannot
         take (too many atoms, an element beyond Pu, a fractional count)."""
+        from pymatgen.core import Composition
+
+        from crysvcd.chem import MAX_Z
+
         comp = Composition(composition)
         if len(comp) == 0:
             raise ValueError("empty composition")
@@ -179,11 +176,31 @@ class StructureSampler:
     ) -> list[Structure]:
         """One structure per composition (repeat a composition to get several).
         ``progress(n)`` is called after every step with the number of structures it moved."""
-        s = settings or SamplerSettings()
+        from pymatgen.core import Lattice, Structure
+
         crystals = [self.crystal_of(comp) for comp in compositions]
+        drawn = self.sample_crystals(crystals, settings, seed, conditions, progress)
+        return [
+            Structure(
+                Lattice(lat.astype(float)), [int(z) for z in c.atom_types], frac.astype(float)
+            )
+            for c, (lat, frac) in zip(crystals, drawn)
+        ]
+
+    def sample_crystals(
+        self,
+        crystals: list[Crystal],
+        settings: SamplerSettings | None = None,
+        seed: int = 0,
+        conditions: dict[str, float] | list[str] | None = None,
+        progress: Callable[[int], object] | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(lattice rows, fractional coordinates) per crystal, as arrays: the part of
+        ``sample`` that needs torch alone (device runs)."""
+        s = settings or SamplerSettings()
         conds = parse_conditions(conditions, self.model.properties)
         gen = torch.Generator(self.device).manual_seed(seed)
-        out: list[Structure] = []
+        out = []
         for i in range(0, len(crystals), s.batch_size):
             chunk = crystals[i : i + s.batch_size]
             props = None
@@ -194,7 +211,12 @@ class StructureSampler:
                 ]
                 props = torch.tensor(row, dtype=torch.float32, device=self.device)
                 props = props.expand(len(chunk), -1).clone()
-            out.extend(self._run(chunk, props, s, gen, progress))
+            lattice, frac = self._run(chunk, props, s, gen, progress)
+            start = 0
+            for k, c in enumerate(chunk):
+                m = len(c.atom_types)
+                out.append((lattice[k].numpy(), frac[start : start + m].numpy()))
+                start += m
         return out
 
 
@@ -220,5 +242,4 @@ def predict_structures(
 ) -> list[Structure]:
     """Crystal-structure prediction with the shipped (or a given) Stage II model."""
     sampler = load_sampler(checkpoint, device)
-    settings = SamplerSettings(steps=steps)
-    return sampler.sample([Composition(c) for c in compositions], settings, seed, conditions)
+    return sampler.sample(compositions, SamplerSettings(steps=steps), seed, conditions)
