@@ -78,6 +78,7 @@ def atomic_save(obj, path: str | Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is shared like any file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

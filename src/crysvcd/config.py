@@ -72,7 +72,7 @@ class Stage2Config:
 
 
 # Diffusion steps of `crysvcd generate` (README, "Choosing the default sampler").
-DEFAULT_STEPS = 1000
+DEFAULT_STEPS = 100
 
 
 @dataclass
