@@ -9,6 +9,7 @@ resume, and exits with 130.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import warnings
@@ -247,6 +248,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("report")
+def _report(args: argparse.Namespace) -> int:
+    from crysvcd.report import build_report
+
+    if args.out and not Path(args.out).parent.is_dir():
+        raise ValueError(f"--out {args.out}: folder {Path(args.out).parent} does not exist")
+    path = build_report(args.run_dir, args.out)
+    print(f"wrote {path}")
+    if args.check:
+        from crysvcd.report.browser import check
+
+        shot = path.with_suffix(".png")
+        result = check(path, screenshot=shot)
+        print(f"headless Chromium: {json.dumps(result)}; screenshot {shot}")
+        if result["errors"] or result["figures_ok"] < result["figures"]:
+            return 1
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -406,6 +426,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786)")
     p.add_argument("--db", help="ASE database path or PostgreSQL URL (default: SOURCE/labels.db)")
     p.add_argument("--retry-failed", action="store_true", help="recompute failed structures")
+
+    p = _sub(sub, "report", "one self-contained HTML page for a generate, evaluate or loop folder")
+    p.add_argument("run_dir", help="the run folder")
+    p.add_argument("--out", help="the HTML file (default: RUN_DIR/report.html)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="open it in headless Chromium: did every figure and the viewer render?",
+    )
 
     from crysvcd.loop.cli import add_loop_commands
 
