@@ -133,7 +133,8 @@ class FitConfig:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_epochs: int = 100
-    max_hours: float | None = None  # wall-time budget, summed over resumes
+    max_hours: float | None = None  # wall-time budget, summed over resumes (the LR schedule's)
+    session_hours: float | None = None  # stop this invocation after this long (resumable)
     patience: int | None = None  # evaluations without a better dev metric before stopping
     ema_decay: float | None = None  # None: no EMA; best.pt then holds the raw weights
     grad_clip: float = 1.0
@@ -164,9 +165,10 @@ def check_fit_values(cfg: Any) -> None:
     lr, min_lr = getattr(cfg, "lr", 1.0), getattr(cfg, "min_lr", 0.0)
     if not (lr > 0 and 0 <= min_lr <= lr):
         raise ValueError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={lr}, min_lr={min_lr}")
-    hours = getattr(cfg, "max_hours", None)
-    if hours is not None and not hours > 0:
-        raise ValueError(f"max_hours must be > 0, got {hours}")
+    for name in ("max_hours", "session_hours"):
+        hours = getattr(cfg, name, None)
+        if hours is not None and not hours > 0:
+            raise ValueError(f"{name} must be > 0, got {hours}")
     decay = getattr(cfg, "ema_decay", None)
     if decay is not None and not 0 < decay < 1:
         raise ValueError(f"ema_decay must be in (0, 1), got {decay}")

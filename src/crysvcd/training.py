@@ -244,11 +244,14 @@ def fit(
         checkpoints.save(path, module, **meta, **extra)
 
     n = len(train)
+    session_start, lr = time.time(), cfg.lr
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.max_epochs
     try:
         while state["epoch"] < cfg.max_epochs:
             over_time = cfg.max_hours is not None and state["seconds"] >= cfg.max_hours * 3600
+            if cfg.session_hours is not None:  # this invocation's slice of the budget
+                over_time |= time.time() - session_start >= cfg.session_hours * 3600
             patience_out = cfg.patience is not None and state["bad_evals"] >= cfg.patience
             if dist.agree(over_time or patience_out):
                 log.info("stopping: %s", "time budget reached" if over_time else "no progress")
