@@ -28,7 +28,7 @@ from crysvcd.chem.valence import label_valence
 from crysvcd.config import Stage1Config
 from crysvcd.datasets import training_pool
 from crysvcd.stage1.model import load_model
-from crysvcd.stage1.sample import FormulaSampler
+from crysvcd.stage1.sample import FormulaSampler, load_sampler
 from crysvcd.stage1.train import FIT, train
 
 warnings.filterwarnings("ignore")
@@ -54,7 +54,7 @@ def smact_ok(formula: str) -> bool:
 
 
 def report_model(kind: str, n: int, seed: int, pool, dev_kind) -> None:
-    sampler = FormulaSampler(load_model(checkpoints.shipped(f"stage1-{kind}")))
+    sampler = load_sampler(kind=kind)  # with its neutrality table (ionic)
     formulas, stats = sampler.sample(n, seed=seed)
     reduced = [f.reduced_formula for f in formulas]
     pool_reduced = set(Composition(f).reduced_formula for f in pool["cell_formula"])
@@ -96,6 +96,15 @@ def report_model(kind: str, n: int, seed: int, pool, dev_kind) -> None:
     print(
         f"element-frequency correlation (Pearson over {len(els)} elements): {pearsonr(g, d)[0]:.3f}"
     )
+    if sampler.neutrality is not None:  # the same model with the plain masks, for scale
+        plain = FormulaSampler(sampler.model)
+        old, _ = plain.sample(n, seed=seed)
+        old_nel = [len({t.element for t in f.tokens}) for f in old]
+        w_old = wasserstein_distance(old_nel, dev_nel)
+        print(
+            f"plain masks (no neutrality table), same model: Wasserstein, elements per "
+            f"formula {w_old:.3f} (mean {np.mean(old_nel):.2f})"
+        )
     return sampler
 
 

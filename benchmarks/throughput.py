@@ -1,0 +1,149 @@
+"""Throughput where the time goes, each new path beside the old one in the same run.
+
+    python benchmarks/throughput.py [--sections relax stage1 stage2] [--n-relax 64]
+        [--threads 2] [--max-atoms 400] [--n-formulas 1000] [--n-structures 32]
+
+1. relax: structures per minute on MP-20 dev structures (fmax 0.01, <= 500 FIRE steps,
+   SevenNet-0): the one-by-one ASE loop against torch-sim's batched FIRE (one model call
+   per step for all structures in flight), and the largest Ehull difference between them.
+2. stage1: charge-balanced ionic formulas per second at batch 1,000: the twisted masked
+   decoder (shipped) against the plain masks and sample-then-reject.
+3. stage2: seconds per structure of the shipped Stage II at its default steps, with and
+   without the corrector step, and where a sampling step spends its time (profile).
+Prints every figure; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+import warnings
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore")
+
+
+def section_relax(args) -> None:
+    from crysvcd.datasets import structure_from_cif, training_pool
+    from crysvcd.evaluate.batched import relax_batched, torch_sim_model
+    from crysvcd.evaluate.hull import corrected_formation_energy, e_above_hull
+    from crysvcd.evaluate.mlip import get_calculator
+    from crysvcd.evaluate.relax import relax
+
+    dev = training_pool("dev")
+    dev = dev[dev["source"] != "mpts52_mp20like.csv.gz"].sample(frac=1, random_state=0)
+    structures = [structure_from_cif(c) for c in dev["cif"].head(args.n_relax)]
+    print(f"== 1. relaxation of {len(structures)} MP-20 dev structures, fmax 0.01, "
+          f"<= 500 steps, SevenNet-0, {torch.get_num_threads()} threads ==")  # fmt: skip
+    calc = get_calculator("sevennet")
+    t0 = time.perf_counter()
+    ase = []
+    for s in structures:
+        try:
+            ase.append(relax(s, calc, 0.01, 500))
+        except Exception as exc:
+            ase.append(exc)
+    t_ase = time.perf_counter() - t0
+    model = torch_sim_model("sevennet")
+    t0 = time.perf_counter()
+    batched = relax_batched(structures, model, 0.01, 500, max_atoms=args.max_atoms)
+    t_b = time.perf_counter() - t0
+    n = len(structures)
+    print(f"ASE loop: {n / t_ase * 60:.1f} structures/min ({t_ase:.0f} s)")
+    print(f"torch-sim batched (<= {args.max_atoms} atoms in flight): {n / t_b * 60:.1f} "
+          f"structures/min ({t_b:.0f} s); speed-up {t_ase / t_b:.2f}x")  # fmt: skip
+    diffs, fails = [], 0
+    for a, b in zip(ase, batched):
+        if isinstance(a, Exception) or isinstance(b, Exception):
+            fails += 1
+            continue
+        ea = e_above_hull(
+            a.structure.composition, corrected_formation_energy(a.structure, a.energy)
+        )
+        eb = e_above_hull(
+            b.structure.composition, corrected_formation_energy(b.structure, b.energy)
+        )
+        diffs.append(abs(ea - eb))
+    d = np.array(diffs)
+    share = 100 * np.mean(d < 0.01)
+    print(f"Ehull agreement: largest |difference| {d.max():.4f} eV/atom, within 0.01 on "
+          f"{share:.1f} % of {len(d)} ({fails} failed in either path)")  # fmt: skip
+
+
+def section_stage1(args) -> None:
+    from crysvcd.stage1.sample import FormulaSampler, load_sampler
+
+    sampler = load_sampler(kind="ionic")
+    n = args.n_formulas
+    print(f"\n== 2. Stage I, {n} charge-balanced ionic formulas, batch 1,000, "
+          f"{torch.get_num_threads()} threads ==")  # fmt: skip
+    sampler.sample(50, seed=1)  # warm-up (reachability tables)
+    runs = {
+        "twisted masks (shipped)": lambda: sampler.sample(n, seed=0),
+        "plain masks": lambda: FormulaSampler(sampler.model).sample(n, seed=0),
+        "sample-then-reject": lambda: sampler.sample(n, seed=0, constrained=False),
+    }
+    for name, run in runs.items():
+        formulas, stats = run()
+        print(f"{name}: {n / stats.seconds:.0f} formulas/s ({stats.seconds:.1f} s, "
+              f"{stats.dead_ends} dead ends)")  # fmt: skip
+    prof = cProfile.Profile()
+    prof.enable()
+    sampler.sample(n, seed=2)
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(8)
+    print("profile of the twisted decoder (top functions by own time):")
+    print("\n".join(line for line in out.getvalue().splitlines() if "(" in line)[:1600])
+
+
+def section_stage2(args) -> None:
+    from crysvcd.config import DEFAULT_STEPS
+    from crysvcd.datasets import training_pool
+    from crysvcd.stage2.sample import SamplerSettings, load_sampler
+
+    sampler = load_sampler()
+    comps = [c for c in training_pool("dev").sample(frac=1, random_state=0)["cell_formula"]][
+        : args.n_structures
+    ]
+    cfg = sampler.model.cfg
+    print(f"\n== 3. Stage II (shipped, {cfg.n_layers} x {cfg.hidden}), {len(comps)} dev "
+          f"compositions, {DEFAULT_STEPS} steps, {torch.get_num_threads()} threads ==")  # fmt: skip
+    for corrector in (True, False):
+        t0 = time.perf_counter()
+        sampler.sample(comps, SamplerSettings(steps=DEFAULT_STEPS, corrector=corrector), seed=0)
+        dt = (time.perf_counter() - t0) / len(comps)
+        print(f"corrector {corrector}: {dt:.3f} s/structure")
+    prof = cProfile.Profile()
+    prof.enable()
+    sampler.sample(comps, SamplerSettings(steps=20), seed=0)
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(10)
+    print("profile of 20 steps (top functions by own time):")
+    print("\n".join(line for line in out.getvalue().splitlines() if "(" in line)[:2000])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sections", nargs="+", default=["relax", "stage1", "stage2"],
+                    choices=["relax", "stage1", "stage2"])  # fmt: skip
+    ap.add_argument("--n-relax", type=int, default=64)
+    ap.add_argument("--max-atoms", type=int, default=400)
+    ap.add_argument("--n-formulas", type=int, default=1000)
+    ap.add_argument("--n-structures", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in args.sections:
+        globals()[f"section_{name}"](args)
+
+
+if __name__ == "__main__":
+    main()
