@@ -105,6 +105,20 @@ class CompositionGPT(nn.Module):
         h = self.gpt(inputs_embeds=x, attention_mask=(species != PAD).long()).last_hidden_state
         return self.species_head(h), h
 
+    def step(self, species, counts, props, cache, mask):
+        """Incremental decoding: the new tokens (B, k) given the key/value ``cache`` of the
+        earlier ones (None at START) and the attention ``mask`` (B, all tokens so far).
+        Returns the species logits and hidden state of the last position, and the cache."""
+        x = self.species_emb(species) + self.count_emb(counts)
+        x = x + self.config_proj(self.config_matrix[species])
+        if cache is None and self.adapter is not None and props is not None:
+            start = torch.zeros_like(x)
+            start[:, 0] = self.adapter(props)
+            x = x + start
+        out = self.gpt(inputs_embeds=x, attention_mask=mask, cache=cache, use_cache=True)
+        h = out.last_hidden_state[:, -1]
+        return self.species_head(h), h, out.cache
+
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

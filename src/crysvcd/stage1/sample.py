@@ -101,6 +101,12 @@ class FormulaSampler:
         # when s's element is not yet in the formula.
         self.removed_if_new = (self.same_element & ~compat).long() @ self.onehot
         self.powers = 2 ** torch.arange(len(self.classes), dtype=torch.long)
+        # charge arithmetic is done per valence class (a dozen) and then spread to the
+        # species (hundreds) of each class: the same numbers, far fewer operations
+        self.class_valence = torch.tensor(self.classes or [0], dtype=torch.long)
+        self.class_of = (
+            self.onehot.argmax(1) if self.classes else torch.zeros(len(vals), dtype=torch.long)
+        )
         self.offset = MAX_ABS_VALENCE * cfg.max_atoms
         self.close_on_end = True
 
@@ -130,12 +136,12 @@ class FormulaSampler:
         from p(move) psi(next state), an approximation of the model conditioned on ending
         neutral, instead of forcing every non-neutral prefix to go on (which lengthens the
         formulas). END at charge 0 keeps its own probability (psi = 1)."""
-        vals = self.valences[N_SPECIAL:]
-        q = charge[:, None, None] + vals[None, :, None] * counts[None, None, :]
-        qi = (q + self.offset).clamp(0, 2 * self.offset)
+        q = charge[:, None, None] + self.class_valence[None, :, None] * counts[None, None, :]
+        qi = (q + self.offset).clamp(0, 2 * self.offset)  # (b, V, C)
         table = self.neutrality[min(k, len(self.neutrality) - 1)]  # (atoms, charge)
         ai = (atoms[:, None, None] + counts[None, None, :]).clamp(max=table.shape[0] - 1)
-        return table[ai.expand_as(qi), qi].clamp(min=1e-6).log()
+        per_class = table[ai.expand_as(qi), qi].clamp(min=1e-6).log()
+        return per_class[:, self.class_of]
 
     def _reachable(self, allowed, used, charge, atoms, counts, left):
         """(b, S, C) mask: after adding (species, count), can the charge still reach zero?"""
@@ -150,11 +156,11 @@ class FormulaSampler:
         key = torch.where(allowed_s, key, now)
         uniq, inv = torch.unique(key, return_inverse=True)
         tables = torch.stack([self._table(k) for k in uniq.tolist()])
-        vals = self.valences[N_SPECIAL:]
-        q = charge[:, None, None] + vals[None, :, None] * counts[None, None, :]
+        q = charge[:, None, None] + self.class_valence[None, :, None] * counts[None, None, :]
+        in_range = (q.abs() <= self.offset)[:, self.class_of]
+        idx = (self.offset - q).clamp(0, 2 * self.offset)[:, self.class_of]  # (b, S, C)
         a_left = (cfg.max_atoms - atoms[:, None, None] - counts).clamp(min=0)
-        idx = (self.offset - q).clamp(0, 2 * self.offset)
-        return tables[inv[:, :, None], left, a_left, idx] & (q.abs() <= self.offset)
+        return tables[inv[:, :, None], left, a_left, idx] & in_range
 
     def _props(self, n: int, conditions: dict[str, float]) -> torch.Tensor | None:
         specs = self.model.properties
@@ -180,10 +186,13 @@ class FormulaSampler:
         dead = torch.zeros(b, dtype=torch.bool)
         counts = torch.arange(1, cfg.max_count + 1)
         ionic = cfg.kind == "ionic"
+        # incremental decoding: each step runs the GPT on the new token alone (KV cache)
+        cache, new_s, new_c = None, seq, cnt
+        mask = torch.ones(b, 1, dtype=torch.long)
         for t in range(cfg.max_tokens + 1):
-            ls, h = self.model(seq, cnt, props)
-            logp_s = torch.log_softmax(ls[:, -1] / temperature, -1)
-            lc = self.model.count_logits_all(h[:, -1])[:, N_SPECIAL:, 1:]  # (b, S, C)
+            ls, h, cache = self.model.step(new_s, new_c, props, cache, mask)
+            logp_s = torch.log_softmax(ls / temperature, -1)
+            lc = self.model.count_logits_all(h)[:, N_SPECIAL:, 1:]  # (b, S, C)
             logp_c = torch.log_softmax(lc / temperature, -1)
             joint = logp_s[:, N_SPECIAL:, None] + logp_c  # (b, S, C)
             ok = allowed[:, N_SPECIAL:, None] & (atoms[:, None, None] + counts <= cfg.max_atoms)
@@ -200,12 +209,10 @@ class FormulaSampler:
             elif ionic and constrained and self.close_on_end:
                 joint = self._redirect_end(joint, logp_s[:, END], end_ok, ok, charge, counts)
             end = logp_s[:, END].masked_fill(~end_ok, float("-inf"))
-            logits = torch.cat([joint, end[:, None]], 1)
-            logits = _top_k_top_p(logits, top_k, top_p)
+            logits = _top_k_top_p(torch.cat([joint, end[:, None]], 1), top_k, top_p)
             stuck = torch.isinf(logits).all(1) & ~done
             dead |= stuck
-            logits[stuck | done] = 0.0  # placeholder draw; these rows are ignored
-            choice = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
+            choice = _two_stage(logits, n_species, cfg.max_count, stuck | done, gen)
             is_end = choice == n_species * cfg.max_count
             sp = torch.where(is_end, END, N_SPECIAL + choice // cfg.max_count)
             ct = torch.where(is_end, 0, 1 + choice % cfg.max_count)
@@ -214,6 +221,8 @@ class FormulaSampler:
             ct = ct.masked_fill(finished, 0)
             seq = torch.cat([seq, sp[:, None]], 1)
             cnt = torch.cat([cnt, ct[:, None]], 1)
+            new_s, new_c = sp[:, None], ct[:, None]
+            mask = torch.cat([mask, (sp != PAD).long()[:, None]], 1)
             live = ~finished & ~is_end
             charge += torch.where(live, self.valences[sp] * ct, 0)
             atoms += torch.where(live, ct, 0)
@@ -322,6 +331,23 @@ def calibrate(path: str | Path, n: int = 20000, seed: int = 0) -> torch.Tensor:
     checkpoints.atomic_save(ckpt, path)
     _load_sampler.cache_clear()
     return ckpt["neutrality"]
+
+
+def _two_stage(logits, n_species: int, n_counts: int, skip, gen) -> torch.Tensor:
+    """A draw from softmax(logits) over (species, count) pairs + END, made as species (or
+    END) from its marginal, then the count given the species: the same law as one draw
+    over all S x C + 1 entries, at a fraction of the cost. Rows in ``skip`` (finished or
+    stuck) get a placeholder that the caller ignores."""
+    b = len(logits)
+    joint = logits[:, :-1].reshape(b, n_species, n_counts)
+    marginal = torch.cat([torch.logsumexp(joint, -1), logits[:, -1:]], 1)  # (b, S + 1)
+    marginal = marginal.masked_fill(skip[:, None], 0.0)
+    s = torch.multinomial(torch.softmax(marginal, -1), 1, generator=gen).squeeze(1)
+    is_end = s == n_species
+    rows = joint[torch.arange(b), s.clamp(max=n_species - 1)]  # (b, C)
+    rows = rows.masked_fill((is_end | skip)[:, None], 0.0)
+    c = torch.multinomial(torch.softmax(rows, -1), 1, generator=gen).squeeze(1)
+    return torch.where(is_end, n_species * n_counts, s * n_counts + c)
 
 
 def _top_k_top_p(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
