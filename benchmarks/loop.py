@@ -105,9 +105,10 @@ def phonons(args) -> None:
         try:
             for job, labels, relaxed in run_jobs(client, jobs, cfg):
                 record(store, job, labels, relaxed)
+                note = labels.get("phonon_note") or labels.get("phonon_error") or ""
                 print(f"  {job.key}: stable {labels.get('phonon_stable')}, min "
-                      f"{labels.get('phonon_min_frequency_thz')}, {labels.get('phonon_seconds')} s, "
-                      f"{labels.get('phonon_note') or labels.get('phonon_error') or ''}", flush=True)  # fmt: skip
+                      f"{labels.get('phonon_min_frequency_thz')} THz, "
+                      f"{labels.get('phonon_seconds')} s {note}", flush=True)  # fmt: skip
         finally:
             close_client(client)
     print(f"{len(jobs)} phonon calculations in {(time.perf_counter() - t0) / 60:.1f} min")
