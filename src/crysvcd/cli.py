@@ -56,7 +56,9 @@ def _valence(args: argparse.Namespace) -> int:
 
     src = Path(args.csv)
     if not src.is_file():
-        raise ValueError(f"--csv {src}: no such file")
+        raise ValueError(
+            f"--csv {src}: {'a folder, not a file' if src.is_dir() else 'no such file'}"
+        )
     out = Path(args.out) if args.out else src.with_suffix(".valence.csv")
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: folder {out.parent} does not exist")
