@@ -4,6 +4,7 @@ of each round (Fig. 3c), and the throughput of labelling.
     python benchmarks/loop.py compare RUN [RUN ...] [--names A B ...] [--out DIR]
     python benchmarks/loop.py phonons RUN [--per-round 30] [--rounds 0 2] [--workers 2]
     python benchmarks/loop.py throughput [--n 24] [--workers 1 2]
+    python benchmarks/loop.py branch SRC DEST --rounds 1 --config OTHER.toml
 
 compare: the shares of every round of every run (with Wilson 95 % intervals), and one
   energy-above-hull histogram of all of them beside the training pool's DFT values.
@@ -15,6 +16,10 @@ phonons: for a random sample (seeded) of ``--per-round`` crystals of each round 
 throughput: labelled structures per minute (relaxation + Ehull) with 1 and 2 Dask workers
   on the same generated crystals, and the wall time of a small round with generation and
   labelling overlapped (the loop) against one after the other (generate, then evaluate).
+branch: a new run that shares the first ``--rounds`` generated and labelled rounds of SRC
+  (copied: folders and database rows) and continues with OTHER.toml's settings, which may
+  differ only in what happens after those rounds (the fine-tuning label, epochs, ...): two
+  thresholds compared from the same round 0.
 Prints every figure; asserts nothing.
 """
 
@@ -163,6 +168,43 @@ def throughput(args) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def branch(args) -> None:
+    import json
+
+    from crysvcd.evaluate.store import ResultStore
+    from crysvcd.loop.config import LoopConfig
+    from crysvcd.loop.run import LoopState
+
+    src, dest = Path(args.src), Path(args.dest)
+    old = LoopConfig(**json.loads((src / "loop.json").read_text())["config"])
+    new = LoopConfig.load(args.config)
+    same = ("n", "seed", "valence_masks", "ionic_fraction", "diffusion_steps", "candidates",
+            "stage1_ionic", "stage1_alloy", "stage2", "mlip", "fmax", "relax_steps")  # fmt: skip
+    differ = [k for k in same if getattr(old, k) != getattr(new, k)]
+    if differ:
+        raise SystemExit(f"the shared rounds were made with other {differ}")
+    if dest.exists():
+        raise SystemExit(f"{dest} exists")
+    dest.mkdir(parents=True)
+    state = LoopState(dest, new)
+    store, source = ResultStore(dest / "labels.db"), ResultStore(src / "labels.db")
+    for r in range(args.rounds):
+        if (
+            not json.loads((src / "loop.json").read_text())["rounds"]
+            .get(str(r), {})
+            .get("labelled")
+        ):
+            raise SystemExit(f"round {r} of {src} is not labelled yet")
+        shutil.copytree(src / f"round_{r:02d}" / "generated", dest / f"round_{r:02d}" / "generated")
+        for key, row in source.rows().items():
+            if row.get("round") == r:
+                atoms = row.toatoms() if row.natoms else None
+                store.write(key, atoms, **row.key_value_pairs)
+        state.mark(r, "labelled")
+    print(f"{dest}: rounds 0-{args.rounds - 1} shared with {src}; "
+          f"now: crysvcd loop --config {args.config} --out {dest}")  # fmt: skip
+
+
 def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
@@ -185,8 +227,15 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--mlip", default="sevennet")
     p.add_argument("--seed", type=int, default=7)
+    p = sub.add_parser("branch")
+    p.add_argument("src")
+    p.add_argument("dest")
+    p.add_argument("--rounds", type=int, default=1, help="rounds shared with SRC")
+    p.add_argument("--config", required=True)
     args = ap.parse_args()
-    {"compare": compare, "phonons": phonons, "throughput": throughput}[args.section](args)
+    sections = {"compare": compare, "phonons": phonons, "throughput": throughput}
+    sections["branch"] = branch
+    sections[args.section](args)
 
 
 if __name__ == "__main__":
