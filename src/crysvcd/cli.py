@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -159,6 +160,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.export and Path(args.export).exists() and not args.overwrite:
         raise ValueError(f"--export {args.export} exists: add --overwrite to replace it")
     result = run()
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 speaks and writes
+        return 0
     print(f"{result.epochs} epochs, {result.steps} steps, {result.seconds / 3600:.2f} h; "
           f"best dev {result.best:.4f}; run folder {args.out}")  # fmt: skip
     if args.export:
