@@ -107,52 +107,44 @@ def round_shares(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def ehull_histogram(series: dict[str, np.ndarray], path: Path, title: str) -> None:
-    """Overlaid step histograms of energy above the hull (eV/atom), one per label."""
+def histogram(
+    series: dict[str, np.ndarray], path: Path, title: str, xlabel: str, bins: np.ndarray,
+    mark: float, density: bool = False,
+) -> None:  # fmt: skip
+    """Overlaid step histograms (values clipped to the bins), one per label, a dashed line
+    at ``mark``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    bins = np.linspace(-0.3, 1.0, 53)
-    for label, values in series.items():
-        v = np.clip(np.asarray(values, dtype=float), bins[0], bins[-1])
-        v = v[np.isfinite(v)]
-        if len(v):
-            ax.hist(v, bins=bins, histtype="step", density=True, lw=1.6,
-                    label=f"{label} (n={len(v)})")  # fmt: skip
-    ax.axvline(STABLE, color="grey", ls="--", lw=1)
-    ax.set_xlabel("energy above the MP hull (eV/atom; clipped to [-0.3, 1])")
-    ax.set_ylabel("density")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def frequency_histogram(series: dict[str, np.ndarray], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    bins = np.linspace(-3, 3, 49)
     for label, values in series.items():
         v = np.asarray(values, dtype=float)
         v = np.clip(v[np.isfinite(v)], bins[0], bins[-1])
         if len(v):
-            ax.hist(v, bins=bins, histtype="step", lw=1.6, label=f"{label} (n={len(v)})")
-    ax.axvline(-0.01, color="grey", ls="--", lw=1)
-    ax.set_xlabel("lowest phonon frequency (THz; negative = imaginary; clipped to [-3, 3])")
-    ax.set_ylabel("crystals")
+            ax.hist(v, bins=bins, histtype="step", density=density, lw=1.6,
+                    label=f"{label} (n={len(v)})")  # fmt: skip
+    ax.axvline(mark, color="grey", ls="--", lw=1)
+    ax.set_xlabel(f"{xlabel}; clipped to [{bins[0]:g}, {bins[-1]:g}]")
+    ax.set_ylabel("density" if density else "crystals")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def ehull_histogram(series: dict[str, np.ndarray], path: Path, title: str) -> None:
+    """Energy above the hull (the paper's Fig. 3b), densities, dashed at 0.1 eV/atom."""
+    histogram(series, path, title, "energy above the MP hull (eV/atom)",
+              np.linspace(-0.3, 1.0, 53), STABLE, density=True)  # fmt: skip
+
+
+def frequency_histogram(series: dict[str, np.ndarray], path: Path, title: str) -> None:
+    """Lowest phonon frequency (Fig. 3c), counts, dashed at the -0.01 THz threshold."""
+    histogram(series, path, title, "lowest phonon frequency (THz; negative = imaginary)",
+              np.linspace(-3, 3, 49), -0.01)  # fmt: skip
 
 
 def write_figures(out_dir: Path, store, cfg) -> pd.DataFrame:
