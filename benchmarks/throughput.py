@@ -10,6 +10,9 @@
    decoder (shipped) against the plain masks and sample-then-reject.
 3. stage2: seconds per structure of the shipped Stage II at its default steps, with and
    without the corrector step, and where a sampling step spends its time (profile).
+4. train: Stage II training steps per second and seconds per epoch of the pool, 4 x 256 and
+   6 x 512, batches gathered by ``PackedCrystals`` (tensor ops) against the former
+   per-crystal ``collate`` (rebuilt here as the reference).
 Prints every figure; asserts nothing.
 """
 
@@ -129,10 +132,78 @@ def section_stage2(args) -> None:
     print("\n".join(line for line in out.getvalue().splitlines() if "(" in line)[:2000])
 
 
+def _old_collate(crystals):
+    """The batching of the 4 x 256 era: a Python loop over crystals for the edges."""
+    from crysvcd.stage2.batch import CrystalBatch
+
+    num = torch.tensor([len(c.atom_types) for c in crystals])
+    edges, start = [], 0
+    for n in num.tolist():
+        idx = torch.arange(start, start + n)
+        src, dst = idx.repeat_interleave(n), idx.repeat(n)
+        keep = src != dst
+        edges.append(torch.stack([src[keep], dst[keep]]))
+        start += n
+    return CrystalBatch(
+        atom_types=torch.from_numpy(np.concatenate([c.atom_types for c in crystals])),
+        frac=torch.from_numpy(np.concatenate([c.frac for c in crystals])),
+        lattice=torch.from_numpy(np.stack([c.lattice for c in crystals])),
+        num_atoms=num,
+        batch=torch.repeat_interleave(torch.arange(len(crystals)), num),
+        edges=torch.cat(edges, 1),
+        props=torch.zeros(len(crystals), 0),
+    )
+
+
+def section_train(args) -> None:
+    from crysvcd.config import Stage2Config
+    from crysvcd.datasets import training_pool
+    from crysvcd.stage2.batch import PackedCrystals
+    from crysvcd.stage2.cspnet import CSPNet
+    from crysvcd.stage2.loss import diffusion_loss
+    from crysvcd.stage2.schedules import Schedules
+    from crysvcd.stage2.train import crystals_from_frame
+
+    pool = training_pool("train").sample(args.n_train_rows, random_state=0)
+    crystals = crystals_from_frame(pool, [], 20)
+    packed = PackedCrystals.of(crystals)
+    n_pool = len(training_pool("train"))
+    print(f"\n== 4. Stage II training speed, batch 64, {torch.get_num_threads()} threads ==")
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(50):
+        rows = torch.randint(0, len(crystals), (64,), generator=g)
+        packed.batch(rows, "cpu")
+    t_new = (time.perf_counter() - t0) / 50
+    t0 = time.perf_counter()
+    for _ in range(50):
+        rows = torch.randint(0, len(crystals), (64,), generator=g)
+        _old_collate([crystals[j] for j in rows.tolist()])
+    t_old = (time.perf_counter() - t0) / 50
+    print(f"batch of 64: PackedCrystals {1e3 * t_new:.2f} ms, per-crystal collate "
+          f"{1e3 * t_old:.2f} ms")  # fmt: skip
+    for hidden, layers in ((256, 4), (512, 6)):
+        cfg = Stage2Config(hidden=hidden, n_layers=layers)
+        model, sched = CSPNet(cfg), Schedules(cfg.timesteps, cfg.sigma_begin, cfg.sigma_end)
+        opt = torch.optim.Adam(model.parameters())
+        t0 = time.perf_counter()
+        for _ in range(args.train_steps):
+            batch = packed.batch(torch.randint(0, len(crystals), (64,), generator=g), "cpu")
+            loss, _ = diffusion_loss(model, sched, batch, g, cfg)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        dt = (time.perf_counter() - t0) / args.train_steps
+        print(f"{layers} x {hidden}: {1 / dt:.2f} steps/s, {dt * n_pool / 64 / 60:.1f} min "
+              f"per epoch of the {n_pool} train crystals")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sections", nargs="+", default=["relax", "stage1", "stage2"],
-                    choices=["relax", "stage1", "stage2"])  # fmt: skip
+    ap.add_argument("--sections", nargs="+", default=["relax", "stage1", "stage2", "train"],
+                    choices=["relax", "stage1", "stage2", "train"])  # fmt: skip
+    ap.add_argument("--n-train-rows", type=int, default=512)
+    ap.add_argument("--train-steps", type=int, default=10)
     ap.add_argument("--n-relax", type=int, default=64)
     ap.add_argument("--max-atoms", type=int, default=400)
     ap.add_argument("--n-formulas", type=int, default=1000)
