@@ -313,9 +313,7 @@ def fit(
                             judged,
                             state={"epoch": state["epoch"], "hours": rec["hours"]},
                         )
-                    if rec[monitor] < state["best"] - 1e-4 * max(
-                        1.0, abs(state["best"])
-                    ) or not math.isfinite(state["best"]):
+                    if _improved(rec[monitor], state["best"]):
                         state["best"], state["bad_evals"] = rec[monitor], 0
                         save(
                             out_dir / "best.pt",
@@ -341,6 +339,13 @@ def fit(
         best_path=out_dir / "best.pt" if (out_dir / "best.pt").exists() else None,
         last_path=last,
     )
+
+
+def _improved(value: float, best: float) -> bool:
+    """A finite value below the best by more than a relative 1e-4 (the first always is)."""
+    if not math.isfinite(value):
+        return False
+    return not math.isfinite(best) or value < best - 1e-4 * max(1.0, abs(best))
 
 
 def _format(rec: dict) -> str:
