@@ -5,6 +5,7 @@ of each round (Fig. 3c), and the throughput of labelling.
     python benchmarks/loop.py phonons RUN [--per-round 30] [--rounds 0 2] [--workers 2]
     python benchmarks/loop.py throughput [--n 24] [--workers 1 2]
     python benchmarks/loop.py branch SRC DEST --rounds 1 --config OTHER.toml
+    python benchmarks/loop.py guidance RUN --round 1 [--n 50] [--workers 2]
 
 compare: the shares of every round of every run (with Wilson 95 % intervals), and one
   energy-above-hull histogram of all of them beside the training pool's DFT values.
@@ -20,6 +21,10 @@ branch: a new run that shares the first ``--rounds`` generated and labelled roun
   (copied: folders and database rows) and continues with OTHER.toml's settings, which may
   differ only in what happens after those rounds (the fine-tuning label, epochs, ...): two
   thresholds compared from the same round 0.
+guidance: Stage II conditioning tested for real: the fine-tuned Stage II of RUN that made
+  round ``--round``, on that round's first ``--n`` compositions, sampled with guidance
+  toward stable=1 (w = the run's guidance) and without any condition, same seed; both sets
+  relaxed and placed on the hull; the two Ehull distributions compared.
 Prints every figure; asserts nothing.
 """
 
@@ -32,6 +37,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 warnings.filterwarnings("ignore")
@@ -205,6 +211,52 @@ def branch(args) -> None:
           f"now: crysvcd loop --config {args.config} --out {dest}")  # fmt: skip
 
 
+def guidance(args) -> None:
+    import json
+
+    from pymatgen.core import Composition
+    from scipy.stats import mannwhitneyu
+
+    from crysvcd.evaluate.runner import evaluate
+    from crysvcd.evaluate.settings import EvaluateConfig
+    from crysvcd.loop.config import LoopConfig
+    from crysvcd.metrics import share
+    from crysvcd.stage2.sample import SamplerSettings, load_sampler
+
+    run = Path(args.run)
+    data = json.loads((run / "loop.json").read_text())
+    loop = LoopConfig(**data["config"])
+    stage2 = data["models"][str(args.round)]["stage2"]
+    summary = pd.read_csv(run / f"round_{args.round:02d}" / "generated" / "summary.csv")
+    comps = [Composition(c) for c in summary["cell_formula"].head(args.n)]
+    sampler = load_sampler(stage2)
+    print(f"== guidance on {stage2}: {len(comps)} compositions of round {args.round} ==")
+    out = Path(args.out)
+    tables = {}
+    for name, conditions, w in (("guided stable=1", ["stable=1"], loop.guidance),
+                                ("unconditioned", None, None)):  # fmt: skip
+        structures = sampler.sample(comps, SamplerSettings(steps=loop.diffusion_steps, guidance=w),
+                                    seed=args.seed, conditions=conditions)  # fmt: skip
+        folder = out / name.split()[0]
+        if folder.exists():
+            shutil.rmtree(folder)
+        (folder / "cif").mkdir(parents=True)
+        for i, s in enumerate(structures):
+            s.to(filename=str(folder / "cif" / f"{i:03d}_{s.composition.reduced_formula}.cif"))
+        cfg = EvaluateConfig(mlip=loop.mlip, fmax=loop.fmax, relax_steps=loop.relax_steps)
+        tables[name] = evaluate(folder, cfg, workers=args.workers, progress=False)
+    for name, t in tables.items():
+        ok = (t["status"] == "ok") & t["converged"].fillna(False).astype(bool)
+        e = pd.to_numeric(t["e_above_hull"], errors="coerce")
+        s = share(list(ok & (e < 0.1)))
+        median = np.nanmedian(e[ok])
+        print(f"{name}: Ehull < 0.1 {100 * s['share']:.1f} % [{100 * s['lo']:.0f}-"
+              f"{100 * s['hi']:.0f}] of {s['n']}; median Ehull {median:.3f} eV/atom")  # fmt: skip
+    a, b = (pd.to_numeric(t["e_above_hull"], errors="coerce").dropna() for t in tables.values())
+    p = mannwhitneyu(a, b, alternative="less").pvalue
+    print(f"Mann-Whitney U, guided Ehull lower than unconditioned: p = {p:.3g}")
+
+
 def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
@@ -227,6 +279,13 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--mlip", default="sevennet")
     p.add_argument("--seed", type=int, default=7)
+    p = sub.add_parser("guidance")
+    p.add_argument("run")
+    p.add_argument("--round", type=int, default=1)
+    p.add_argument("--n", type=int, default=50)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--out", default="runs/guidance")
     p = sub.add_parser("branch")
     p.add_argument("src")
     p.add_argument("dest")
@@ -234,7 +293,7 @@ def main() -> None:
     p.add_argument("--config", required=True)
     args = ap.parse_args()
     sections = {"compare": compare, "phonons": phonons, "throughput": throughput}
-    sections["branch"] = branch
+    sections.update(branch=branch, guidance=guidance)
     sections[args.section](args)
 
 
