@@ -157,6 +157,7 @@ def main() -> None:
         "--anti-anneal", type=float, default=0.0, help="coordinate drift grows to 1 + this"
     )
     ap.add_argument("--temperature", type=float, default=1.0, help="predictor noise scale")
+    ap.add_argument("--no-corrector", action="store_true", help="predictor steps only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -168,12 +169,16 @@ def main() -> None:
     source = args.csv or "bundled pool, dev split"
     ckpt = Path(args.checkpoint) if args.checkpoint else checkpoints.shipped("stage2")
     print(f"data: {source}, rows {args.skip}-{args.skip + len(truths)}; checkpoint: {ckpt}")
-    print(f"sampler: anti_anneal {args.anti_anneal}, temperature {args.temperature}")
+    print(
+        f"sampler: anti_anneal {args.anti_anneal}, temperature {args.temperature}, "
+        f"corrector {not args.no_corrector}"
+    )
 
     def settings(steps: int) -> SamplerSettings:
         return SamplerSettings(
-            steps=steps, anti_anneal=args.anti_anneal, temperature=args.temperature
-        )
+            steps=steps, anti_anneal=args.anti_anneal, temperature=args.temperature,
+            corrector=not args.no_corrector,
+        )  # fmt: skip
 
     if args.curve:
         snaps = sorted(Path(args.curve).glob("ema_epoch*.pt"))
