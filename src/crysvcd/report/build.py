@@ -155,6 +155,7 @@ def figures(table: pd.DataFrame, run_dir: Path) -> list[tuple[str, str]]:
                 yerr = [s[name] - s[f"{name}_lo"], s[f"{name}_hi"] - s[name]]
                 ax.errorbar(s["round"], s[name], yerr=yerr, marker="o", capsize=3, label=name)
         ax.set_xlabel("round")
+        ax.set_xticks(s["round"])
         ax.set_ylabel("share (Wilson 95 % interval)")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=8)
