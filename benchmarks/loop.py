@@ -205,7 +205,8 @@ def branch(args) -> None:
         for key, row in source.rows().items():
             if row.get("round") == r:
                 atoms = row.toatoms() if row.natoms else None
-                store.write(key, atoms, **row.key_value_pairs)
+                labels = {k: v for k, v in row.key_value_pairs.items() if k != "key"}
+                store.write(key, atoms, **labels)
         state.mark(r, "labelled")
     print(f"{dest}: rounds 0-{args.rounds - 1} shared with {src}; "
           f"now: crysvcd loop --config {args.config} --out {dest}")  # fmt: skip
