@@ -60,6 +60,10 @@ class LoopConfig:
     finetune_stage2: bool = True
     stage1_epochs: int = 4
     stage2_epochs: int = 3
+    # peak learning rates of the fine-tunes: well below the from-scratch 1e-3, which on a
+    # few thousand crystals undid more of Stage II than the labels taught it (README, loop)
+    stage1_lr: float = 3e-4
+    stage2_lr: float = 1e-4
     stage2_pool_sample: int = 2000  # pool crystals beside the labelled ones (Stage II)
     labelled_weight: int = 10  # copies of every labelled crystal in the fine-tuning data
     train_device: str = "auto"
@@ -91,6 +95,8 @@ class LoopConfig:
             raise ValueError(f"unknown MLIP {self.mlip!r}; choose from {', '.join(BACKENDS)}")
         if not self.fmax > 0 or not self.timeout > 0 or self.guidance < 0:
             raise ValueError("fmax and timeout must be > 0 and guidance >= 0")
+        if not (0 < self.stage1_lr < 1 and 0 < self.stage2_lr < 1):
+            raise ValueError("stage1_lr and stage2_lr must be in (0, 1)")
         if self.stage2_pool_sample < 0:
             raise ValueError(f"stage2_pool_sample must be >= 0, got {self.stage2_pool_sample}")
         if not self.valence_masks and self.rounds > 1:

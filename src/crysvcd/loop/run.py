@@ -47,7 +47,9 @@ class LoopState:
         self.path = out_dir / "loop.json"
         if self.path.exists():
             data = json.loads(self.path.read_text())
-            differ = sorted(k for k, v in cfg.to_dict().items() if data["config"].get(k) != v)
+            # a setting added after the run was made counts as that setting's default
+            stored = {**LoopConfig().to_dict(), **data["config"]}
+            differ = sorted(k for k, v in cfg.to_dict().items() if stored.get(k) != v)
             if differ:
                 raise ValueError(
                     f"{out_dir} holds a loop run with other settings ({', '.join(differ)}): "
@@ -212,6 +214,7 @@ def finetune(cfg: LoopConfig, r: int, out_dir: Path, store, models: dict) -> dic
             name = f"stage1_{kind}"
             init = models[name] or checkpoints.shipped(f"stage1-{kind}")
             fit_cfg = replace(stage1.FIT, max_epochs=cfg.stage1_epochs, patience=None,
+                              lr=cfg.stage1_lr, min_lr=cfg.stage1_lr / 10, warmup_steps=50,
                               device=cfg.train_device, seed=cfg.seed + r)  # fmt: skip
             s1cfg = checkpoints.tuned_config(init, Stage1Config, "Stage I", [PROPERTY])
             result = stage1.train(s1cfg, folder / name, fit_cfg, data=frame, init=init)
@@ -223,6 +226,7 @@ def finetune(cfg: LoopConfig, r: int, out_dir: Path, store, models: dict) -> dic
             pool, labelled, cfg.labelled_weight, cfg.stage2_pool_sample, cfg.seed + r
         )
         fit_cfg = replace(stage2.FIT, max_epochs=cfg.stage2_epochs, eval_every=1, snapshots=False,
+                          lr=cfg.stage2_lr, min_lr=cfg.stage2_lr / 10,
                           device=cfg.train_device, seed=cfg.seed + r)  # fmt: skip
         result = stage2.train(s2cfg, folder / "stage2", fit_cfg, data=frame, init=init)
         new["stage2"] = str(result.best_path)
