@@ -10,7 +10,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-_PACKAGES = ("crysvcd", "torch", "transformers", "pymatgen", "ase", "numpy", "pandas", "spglib")
+_PACKAGES = ("crysvcd", "torch", "pymatgen", "ase", "numpy", "pandas", "spglib", "sevenn", "dask")
 
 
 def versions() -> dict[str, str]:

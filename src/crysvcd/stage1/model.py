@@ -1,4 +1,4 @@
-"""The composition language model: a Hugging Face GPT-2 over (species, count) tokens.
+"""The composition language model: GPT-2 (``gpt.py``) over (species, count) tokens.
 
 Input embedding = learned species embedding + linear map of the species' electron
 configuration + learned count embedding; property adapters add to the START position.
@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import GPT2Config, GPT2Model
 
 from crysvcd import checkpoints
 from crysvcd.chem.electrons import CONFIG_DIM
 from crysvcd.conditioning import PropertyAdapter, PropertySpec
 from crysvcd.config import Stage1Config
+from crysvcd.stage1.gpt import GPT2
 from crysvcd.stage1.tokens import PAD, Vocabulary
 
 
@@ -31,19 +31,7 @@ class CompositionGPT(nn.Module):
         self.vocab = vocab
         self.properties = list(properties)
         d = cfg.n_embd
-        gpt_cfg = GPT2Config(
-            vocab_size=1,  # unused: we pass inputs_embeds
-            n_positions=cfg.max_tokens + 2,
-            n_embd=d,
-            n_layer=cfg.n_layer,
-            n_head=cfg.n_head,
-            resid_pdrop=cfg.dropout,
-            embd_pdrop=cfg.dropout,
-            attn_pdrop=cfg.dropout,
-            bos_token_id=None,
-            eos_token_id=None,
-        )
-        self.gpt = GPT2Model(gpt_cfg)
+        self.gpt = GPT2(d, cfg.n_layer, cfg.n_head, cfg.max_tokens + 2, cfg.dropout)
         self.species_emb = nn.Embedding(vocab.size, d)
         self.count_emb = nn.Embedding(cfg.max_count + 1, d)
         self.config_proj = nn.Linear(CONFIG_DIM, d, bias=False)
@@ -102,7 +90,7 @@ class CompositionGPT(nn.Module):
             start = torch.zeros_like(x)
             start[:, 0] = self.adapter(props)
             x = x + start
-        h = self.gpt(inputs_embeds=x, attention_mask=(species != PAD).long()).last_hidden_state
+        h, _ = self.gpt(x, (species != PAD).long())
         return self.species_head(h), h
 
     def step(self, species, counts, props, cache, mask):
@@ -115,9 +103,9 @@ class CompositionGPT(nn.Module):
             start = torch.zeros_like(x)
             start[:, 0] = self.adapter(props)
             x = x + start
-        out = self.gpt(inputs_embeds=x, attention_mask=mask, cache=cache, use_cache=True)
-        h = out.last_hidden_state[:, -1]
-        return self.species_head(h), h, out.cache
+        h, cache = self.gpt(x, mask, cache)
+        h = h[:, -1]
+        return self.species_head(h), h, cache
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
