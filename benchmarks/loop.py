@@ -5,7 +5,7 @@ of each round (Fig. 3c), and the throughput of labelling.
     python benchmarks/loop.py phonons RUN [--per-round 30] [--rounds 0 2] [--workers 2]
     python benchmarks/loop.py throughput [--n 24] [--workers 1 2]
     python benchmarks/loop.py branch SRC DEST --rounds 1 --config OTHER.toml
-    python benchmarks/loop.py guidance RUN --round 1 [--n 50] [--workers 2]
+    python benchmarks/loop.py guidance RUN --round 1 [--n 50] [--workers 2] [--shipped]
 
 compare: the shares of every round of every run (with Wilson 95 % intervals), and one
   energy-above-hull histogram of all of them beside the training pool's DFT values.
@@ -234,10 +234,13 @@ def guidance(args) -> None:
     print(f"== guidance on {stage2}: {len(comps)} compositions of round {args.round} ==")
     out = Path(args.out)
     tables = {}
-    for name, conditions, w in (("guided stable=1", ["stable=1"], loop.guidance),
-                                ("unconditioned", None, None)):  # fmt: skip
-        structures = sampler.sample(comps, SamplerSettings(steps=loop.diffusion_steps, guidance=w),
-                                    seed=args.seed, conditions=conditions)  # fmt: skip
+    arms = [("guided stable=1", sampler, ["stable=1"], loop.guidance),
+            ("unconditioned", sampler, None, None)]  # fmt: skip
+    if args.shipped:  # did the fine-tune itself help or hurt? the shipped model, same seed
+        arms.append(("shipped model", load_sampler(None), None, None))
+    for name, model, conditions, w in arms:
+        structures = model.sample(comps, SamplerSettings(steps=loop.diffusion_steps, guidance=w),
+                                  seed=args.seed, conditions=conditions)  # fmt: skip
         folder = out / name.split()[0]
         if folder.exists():
             shutil.rmtree(folder)
@@ -253,7 +256,8 @@ def guidance(args) -> None:
         median = np.nanmedian(e[ok])
         print(f"{name}: Ehull < 0.1 {100 * s['share']:.1f} % [{100 * s['lo']:.0f}-"
               f"{100 * s['hi']:.0f}] of {s['n']}; median Ehull {median:.3f} eV/atom")  # fmt: skip
-    a, b = (pd.to_numeric(t["e_above_hull"], errors="coerce").dropna() for t in tables.values())
+    a, b = (pd.to_numeric(tables[k]["e_above_hull"], errors="coerce").dropna()
+            for k in ("guided stable=1", "unconditioned"))  # fmt: skip
     p = mannwhitneyu(a, b, alternative="less").pvalue
     print(f"Mann-Whitney U, guided Ehull lower than unconditioned: p = {p:.3g}")
 
@@ -287,6 +291,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--out", default="runs/guidance")
+    p.add_argument(
+        "--shipped",
+        action="store_true",
+        help="also sample the shipped Stage II (no fine-tune), same seed",
+    )
     p = sub.add_parser("branch")
     p.add_argument("src")
     p.add_argument("dest")
