@@ -207,7 +207,8 @@ def section_symmetry(args) -> None:
     for name, s in cases.items():
         rng = np.random.default_rng(0)
         s = s.copy()
-        s.translate_sites(range(len(s)), rng.normal(0, 0.002, (len(s), 3)), frac_coords=False)
+        for i, shift in enumerate(rng.normal(0, 0.002, (len(s), 3))):  # one vector per call
+            s.translate_sites([i], shift, frac_coords=False)
         r = relax(s, calc, fmax=0.003, steps=300)
         for label, symprec in (("cell as relaxed", None), ("idealised, symmetry used", 1e-3)):
             p = phonon_stability(r.structure, calc, PhononSettings(symprec=symprec))

@@ -48,3 +48,10 @@ def test_report_renders_in_chromium(tiny_run, tmp_path, dask_client, browser):
 def test_report_of_a_folder_that_is_no_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a crysvcd run" in capsys.readouterr().err
+
+
+def test_report_out_must_be_a_web_page(tiny_run, tmp_path, capsys):
+    # a page without .html is shown as plain text by a browser: refused before any work
+    assert main(["report", str(tiny_run), "--out", str(tmp_path / "report")]) == 2
+    assert "name it *.html" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()

@@ -209,10 +209,12 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir}: no such folder")
+    out = Path(out) if out else run_dir / "report.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"{out}: the report is a web page; name it *.html")
     t0 = time.perf_counter()
     table, cifs, facts = collect(run_dir)
     page = render(table, cifs, facts, figures(table, run_dir))
-    out = Path(out) if out else run_dir / "report.html"
     atomic_write_text(out, page)
     log.info("report of %d crystals in %.1f s: %s", len(table), time.perf_counter() - t0, out)
     return out
