@@ -57,7 +57,10 @@ def compare(args) -> None:
             rows.append({"run": name, **rec})
             ehull = pd.to_numeric(table.loc[table["round"] == rec["round"], "e_above_hull"],
                                   errors="coerce")  # fmt: skip
-            series[f"{name}, round {rec['round']}"] = ehull.to_numpy()
+            values = ehull.to_numpy()
+            # a branch shares its first rounds with its source: draw those once
+            if not any(np.array_equal(values, v, equal_nan=True) for v in series.values()):
+                series[f"{name}, round {rec['round']}"] = values
     out = pd.DataFrame(rows)
     print("== shares per round (k/n, Wilson 95 % interval) ==")
     for rec in out.to_dict("records"):
