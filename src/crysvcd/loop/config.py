@@ -17,7 +17,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 from crysvcd.evaluate.settings import BACKENDS
 
