@@ -204,7 +204,8 @@ def main() -> None:
     first_preds = None
     for steps in args.steps:
         r = evaluate(sampler, truths, 1, settings(steps), args.seed)
-        print(line(f"{steps} steps, predictor-corrector", r), flush=True)
+        kind = "predictor only" if args.no_corrector else "predictor-corrector"
+        print(line(f"{steps} steps, {kind}", r), flush=True)
         first_preds = first_preds or r["preds"]
         if args.save:
             Path(args.save).mkdir(parents=True, exist_ok=True)
