@@ -50,8 +50,11 @@ def test_report_of_a_folder_that_is_no_run(tmp_path, capsys):
     assert "not a crysvcd run" in capsys.readouterr().err
 
 
-def test_report_out_must_be_a_web_page(tiny_run, tmp_path, capsys):
-    # a page without .html is shown as plain text by a browser: refused before any work
-    assert main(["report", str(tiny_run), "--out", str(tmp_path / "report")]) == 2
+def test_report_out_must_be_a_web_page(tmp_path, capsys):
+    # a page without .html is shown as plain text by a browser: refused before the folder
+    # is even read (this one is no run, which would be the next error)
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 2
     assert "name it *.html" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "no" / "r.html")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -210,8 +210,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir}: no such folder")
     out = Path(out) if out else run_dir / "report.html"
+    # checked before any work; a browser shows a page without the suffix as plain text
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"{out}: the report is a web page; name it *.html")
+    if not out.parent.is_dir():
+        raise ValueError(f"{out}: folder {out.parent} does not exist")
     t0 = time.perf_counter()
     table, cifs, facts = collect(run_dir)
     page = render(table, cifs, facts, figures(table, run_dir))
