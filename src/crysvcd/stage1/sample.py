@@ -144,23 +144,35 @@ class FormulaSampler:
         return per_class[:, self.class_of]
 
     def _reachable(self, allowed, used, charge, atoms, counts, left):
-        """(b, S, C) mask: after adding (species, count), can the charge still reach zero?"""
+        """(b, S, C) mask: after adding (species, count), can the charge still reach zero?
+
+        Which valence classes stay available after a move depends on the species (its
+        pattern ``key``, a few distinct ones per step); the charge it leads to depends only
+        on its class and count. So the lookup runs per (pattern, class, count) and is then
+        spread to the species with one gather (measured: 0.22 s of 1.1 s per 1,000 formulas
+        when done per species)."""
         cfg = self.cfg
+        b = len(charge)
         allowed_s = allowed[:, N_SPECIAL:]
-        avail = allowed_s.long() @ self.onehot  # (b, V) species left per valence class
+        avail = allowed_s.float() @ self.onehot.float()  # (b, V) species left per class
         elem_used = (used.float() @ self.same_element.float()) > 0  # (b, S)
         removed = torch.where(elem_used[..., None], self.onehot[None], self.removed_if_new[None])
-        after = (avail[:, None, :] - removed).clamp(0, 1)
-        key = (after * self.powers).sum(-1)
-        now = (avail.clamp(max=1) * self.powers).sum(-1, keepdim=True)
-        key = torch.where(allowed_s, key, now)
-        uniq, inv = torch.unique(key, return_inverse=True)
-        tables = torch.stack([self._table(k) for k in uniq.tolist()])
+        # pattern of classes still available after the move, as an integer (bit v: class v)
+        key = ((avail[:, None, :] > removed).float() @ self.powers.float()).long()
+        now = ((avail > 0).float() @ self.powers.float()).long()
+        key = torch.where(allowed_s, key, now[:, None])
+        seen = torch.bincount(key.flatten(), minlength=2 ** len(self.powers))
+        uniq = torch.nonzero(seen).flatten()
+        slot = torch.zeros_like(seen).index_put_((uniq,), torch.arange(len(uniq)))
+        tables = torch.stack([self._table(k)[left] for k in uniq.tolist()])  # (U, A, Q)
         q = charge[:, None, None] + self.class_valence[None, :, None] * counts[None, None, :]
-        in_range = (q.abs() <= self.offset)[:, self.class_of]
-        idx = (self.offset - q).clamp(0, 2 * self.offset)[:, self.class_of]  # (b, S, C)
-        a_left = (cfg.max_atoms - atoms[:, None, None] - counts).clamp(min=0)
-        return tables[inv[:, :, None], left, a_left, idx] & in_range
+        in_range = q.abs() <= self.offset  # (b, V, C)
+        idx = (self.offset - q).clamp(0, 2 * self.offset)
+        a_left = (cfg.max_atoms - atoms[:, None, None] - counts).clamp(min=0).expand_as(idx)
+        per_class = tables[:, a_left, idx] & in_range  # (U, b, V, C)
+        per_class = per_class.permute(1, 0, 2, 3).reshape(b, -1, len(counts))  # (b, U*V, C)
+        which = slot[key] * len(self.class_valence) + self.class_of  # (b, S)
+        return torch.gather(per_class, 1, which[..., None].expand(-1, -1, len(counts)))
 
     def _props(self, n: int, conditions: dict[str, float]) -> torch.Tensor | None:
         specs = self.model.properties
@@ -173,7 +185,7 @@ class FormulaSampler:
         return torch.tensor(row, dtype=torch.float32).expand(n, -1).clone()
 
     @torch.no_grad()
-    def _batch(self, b, temperature, top_k, top_p, props, gen, constrained):
+    def _batch(self, b, temperature, top_k, top_p, props, gen, constrained, guidance=None):
         cfg = self.cfg
         n_species = self.model.vocab.size - N_SPECIAL
         seq = torch.full((b, 1), START, dtype=torch.long)
@@ -189,10 +201,21 @@ class FormulaSampler:
         # incremental decoding: each step runs the GPT on the new token alone (KV cache)
         cache, new_s, new_c = None, seq, cnt
         mask = torch.ones(b, 1, dtype=torch.long)
+        guided = guidance is not None and props is not None
+        if guided:  # the conditioned and the unconditioned rows run as one batch of 2b
+            props = torch.cat([props, torch.full_like(props, float("nan"))])
         for t in range(cfg.max_tokens + 1):
+            if guided:
+                new_s, new_c, mask = new_s.repeat(2, 1), new_c.repeat(2, 1), mask.repeat(2, 1)
             ls, h, cache = self.model.step(new_s, new_c, props, cache, mask)
-            logp_s = torch.log_softmax(ls / temperature, -1)
+            if guided:
+                mask = mask[:b]
             lc = self.model.count_logits_all(h)[:, N_SPECIAL:, 1:]  # (b, S, C)
+            if guided:
+                # classifier-free guidance, as in Stage II: (1 + w) cond - w uncond
+                ls = (1 + guidance) * ls[:b] - guidance * ls[b:]
+                lc = (1 + guidance) * lc[:b] - guidance * lc[b:]
+            logp_s = torch.log_softmax(ls / temperature, -1)
             logp_c = torch.log_softmax(lc / temperature, -1)
             joint = logp_s[:, N_SPECIAL:, None] + logp_c  # (b, S, C)
             ok = allowed[:, N_SPECIAL:, None] & (atoms[:, None, None] + counts <= cfg.max_atoms)
@@ -244,17 +267,21 @@ class FormulaSampler:
         batch_size: int = 1000,
         constrained: bool = True,
         neutral_only: bool = True,
+        guidance: float | None = None,
     ) -> tuple[list[GeneratedFormula], SampleStats]:
         """``n`` formulas. ``constrained=False``: decoding without the valence masks, with
         non-neutral ionic outputs rejected afterwards (the baseline the masks are measured
         against) or, with ``neutral_only=False`` too, kept (the unconstrained generator of
-        the paper's comparison)."""
+        the paper's comparison). ``guidance`` w: classifier-free guidance towards the
+        ``conditions``, logits (1 + w) conditioned - w unconditioned (0 or None: none)."""
         if not isinstance(n, int) or n <= 0:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if top_p is not None and not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if guidance is not None and guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
         conds = parse_conditions(conditions, self.model.properties)
         gen = torch.Generator().manual_seed(seed)
         stats = SampleStats(requested=n)
@@ -262,8 +289,9 @@ class FormulaSampler:
         t0 = time.perf_counter()
         while len(out) < n:
             b = min(batch_size, max(16, int((n - len(out)) * 1.1)))
+            w = guidance if conds and guidance else None  # guidance needs a condition
             seq, cnt, good = self._batch(
-                b, temperature, top_k, top_p, self._props(b, conds), gen, constrained
+                b, temperature, top_k, top_p, self._props(b, conds), gen, constrained, w
             )
             stats.dead_ends += int((~good).sum())
             for row in torch.nonzero(good).flatten().tolist():
@@ -390,6 +418,7 @@ def sample_formulas(
     seed: int = 0,
     conditions: dict[str, float] | list[str] | None = None,
     checkpoint: str | Path | None = None,
+    guidance: float | None = None,
 ) -> list[GeneratedFormula]:
     """Sample ``n`` charge-balanced formulas from the shipped (or a given) Stage I model."""
     if kind not in ("ionic", "alloy"):
@@ -397,5 +426,5 @@ def sample_formulas(
     sampler = load_sampler(checkpoint, kind)
     if sampler.cfg.kind != kind:
         raise ValueError(f"{checkpoint} is a {sampler.cfg.kind} model, not {kind}")
-    formulas, _ = sampler.sample(n, temperature, top_k, top_p, seed, conditions)
+    formulas, _ = sampler.sample(n, temperature, top_k, top_p, seed, conditions, guidance=guidance)
     return formulas
