@@ -76,7 +76,7 @@ def relax_labels(
 
 
 def phonon_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculator) -> dict:
-    from crysvcd.evaluate.phonons import phonon_stability
+    from crysvcd.evaluate.phonons import phonon_stability, slack_kappa
 
     try:
         tight = relax(
@@ -105,6 +105,8 @@ def phonon_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculato
         "phonon_supercell": "x".join(map(str, p.supercell)),
         "phonon_displacements": p.n_displacements,
         "phonon_seconds": round(p.seconds, 2),
+        # a harmonic estimate of kappa: the cheap screen before phono3py (phonons.slack_kappa)
+        "kappa_slack": slack_kappa(relaxed, p.acoustic_max, p.primitive_atoms),
     }
 
 

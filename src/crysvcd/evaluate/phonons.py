@@ -28,6 +28,7 @@ as skipped, with the reason, instead of computed.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -61,6 +62,15 @@ class PhononResult:
     seconds: float
     frequencies: np.ndarray = field(repr=False)  # (n_q, n_bands) THz on the mesh
     qpoints: np.ndarray = field(repr=False)  # (n_q, 3) reduced
+
+    @property
+    def acoustic_max(self) -> float:
+        """THz, the top of the three lowest branches (the acoustic ones, crossings aside)."""
+        return float(np.sort(self.frequencies, axis=1)[:, :3].max())
+
+    @property
+    def primitive_atoms(self) -> int:
+        return self.frequencies.shape[1] // 3
 
 
 def phonon_stability(
@@ -143,3 +153,26 @@ def _shape(matrix: np.ndarray) -> tuple[int, ...]:
     if np.count_nonzero(matrix - np.diag(np.diag(matrix))) == 0:
         return tuple(int(v) for v in np.diag(matrix))
     return tuple(int(v) for v in matrix.flatten())
+
+
+# Slack's estimate of the lattice thermal conductivity from harmonic quantities only:
+# kappa = A M theta_a^3 delta n^(1/3) / (gamma^2 T), with A = 3.1e-6 for M in amu, delta in
+# Angstrom, theta_a in K (Morelli and Slack, 2006). The Grueneisen parameter gamma is
+# anharmonic and not computed here: 1.5 for every crystal, so the estimate ranks crystals by
+# their harmonic stiffness, mass and size, which is what the screen needs.
+SLACK_A, SLACK_GAMMA, THZ_TO_K = 3.1e-6, 1.5, 47.9924
+
+
+def slack_kappa(
+    structure: Structure, acoustic_max_thz: float, n_primitive: int, temperature: float = 300.0
+) -> float:
+    """Slack's kappa (W/mK) of ``structure`` (any cell of it) whose acoustic branches reach
+    ``acoustic_max_thz``, with ``n_primitive`` atoms in its primitive cell."""
+    n = len(structure)
+    mass = float(np.mean([site.specie.atomic_mass for site in structure]))
+    delta = (structure.volume / n) ** (1 / 3)
+    theta = THZ_TO_K * acoustic_max_thz
+    if not (theta > 0 and math.isfinite(theta)):
+        return math.nan
+    scale = SLACK_A / (SLACK_GAMMA**2 * temperature)
+    return scale * mass * theta**3 * delta * n_primitive ** (1 / 3)

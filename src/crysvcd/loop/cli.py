@@ -20,14 +20,25 @@ _HELP = {
     "scheduler": "address of a running Dask scheduler (tcp://host:8786)",
     "labelled_weight": "copies of each labelled crystal in the fine-tuning data",
     "stage2_pool_sample": "pool crystals beside the labelled ones in the Stage II fine-tune",
+    "prime": "fine-tune on the target's bundled labels before round 0 (round 0 conditioned)",
+    "kappa_per_round": "phono3py for at most this many crystals per round (best by the screen)",
+    "kappa_budget": "phono3py wall-time budget per crystal, s",
 }
+# what `crysvcd campaign` sets unless told otherwise (the paper's recipe: fine-tune on the
+# property data first; keep what is within 0.1 eV/atom of the hull)
+CAMPAIGN_DEFAULTS = {
+    "kappa": {"prime": True, "ehull_threshold": 0.1, "phonons": True},
+    "dielectric": {"prime": True, "ehull_threshold": 0.1, "phonons": False},
+}
+CAMPAIGN_FIELDS = ("target", "direction", "target_value")
 
 
-def add_loop_commands(sub, make_parser, register) -> None:
-    p = make_parser(sub, "loop", "the learning loop: generate, label, fine-tune, by rounds")
+def _add_fields(p, skip=()) -> None:
     p.add_argument("--config", help="TOML file of loop settings (flags override it)")
     p.add_argument("--out", required=True, help="run folder (resumed when it holds a run)")
     for f in fields(LoopConfig):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         text = _HELP.get(f.name, f.name.replace("_", " "))
@@ -37,17 +48,57 @@ def add_loop_commands(sub, make_parser, register) -> None:
         else:
             p.add_argument(flag, type=_TYPES[f.type], default=None,
                            help=f"{text} (default: {default})")  # fmt: skip
-    register("loop", resume=lambda a: f"everything finished is saved in {a.out}; "
-             "run the same command to resume")(_loop)  # fmt: skip
+
+
+def add_loop_commands(sub, make_parser, register) -> None:
+    p = make_parser(sub, "loop", "the learning loop: generate, label, fine-tune, by rounds")
+    _add_fields(p)
+    resume = lambda a: f"everything finished is saved in {a.out}; run the same command to resume"  # noqa: E731
+    register("loop", resume=resume)(_loop)
+    p = make_parser(sub, "campaign", "a property campaign: the loop steered to high/low kappa "
+                    "or a dielectric constant")  # fmt: skip
+    p.add_argument("property", choices=sorted(CAMPAIGN_DEFAULTS))
+    p.add_argument("--target", dest="goal", required=True,
+                   help="kappa: high or low; dielectric: the epsilon, e.g. 50")  # fmt: skip
+    _add_fields(p, skip=CAMPAIGN_FIELDS)
+    register("campaign", resume=resume)(_campaign)
+
+
+def campaign_config(prop: str, goal: str, config: str | None = None, **overrides) -> LoopConfig:
+    """The loop settings of ``crysvcd campaign PROP --target GOAL``."""
+    if prop == "kappa":
+        if goal not in ("high", "low"):
+            raise ValueError(f"--target for kappa is high or low, got {goal!r}")
+        target = {"target": "kappa", "direction": goal}
+    else:
+        try:
+            target = {"target": "dielectric", "target_value": float(goal)}
+        except ValueError:
+            raise ValueError(
+                f"--target for dielectric is a number (epsilon), got {goal!r}"
+            ) from None
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return LoopConfig.load(config, **{**CAMPAIGN_DEFAULTS[prop], **given, **target})
 
 
 def _loop(args: argparse.Namespace) -> int:
-    from crysvcd.loop.run import run_loop
-
     overrides = {f.name: getattr(args, f.name) for f in fields(LoopConfig)}
     cfg = LoopConfig.load(args.config, **overrides)
+    return _run(cfg, args)
+
+
+def _campaign(args: argparse.Namespace) -> int:
+    skip = CAMPAIGN_FIELDS
+    overrides = {f.name: getattr(args, f.name) for f in fields(LoopConfig) if f.name not in skip}
+    return _run(campaign_config(args.property, args.goal, args.config, **overrides), args)
+
+
+def _run(cfg: LoopConfig, args: argparse.Namespace) -> int:
+    from crysvcd.loop.run import run_loop
+
     shares = run_loop(cfg, args.out, progress=not args.quiet)
-    cols = ["round", "generated", "ehull_below_0.1", "ehull_below_0", "phonon_stable", "sun"]
+    cols = ["round", "generated", "ehull_below_0.1", "ehull_below_0", "phonon_stable", "sun",
+            "target_hit", "target_hit_n"]  # fmt: skip
     if len(shares):
         print(shares[[c for c in cols if c in shares]].to_string(index=False))
     print(f"run folder {args.out}: labels.db, shares.csv, structures.csv, figures/")

@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
 
 from crysvcd.evaluate.settings import BACKENDS
 
-TARGETS = ("stability",)
+TARGETS = ("stability", "kappa", "dielectric")
 
 
 @dataclass
@@ -32,7 +32,14 @@ class LoopConfig:
     rounds: int = 3  # generate-label rounds; the models are fine-tuned between rounds
     n: int = 100  # crystals generated per round
     seed: int = 0
+    # what the campaign steers towards (loop.targets): "stability", or a property with its
+    # direction ("kappa": high or low) or threshold ("dielectric": epsilon >= target_value)
     target: str = "stability"
+    direction: str = "high"
+    target_value: float | None = None  # kappa: W/mK (None: the 90th/10th percentile)
+    # fine-tune both stages on the target's bundled labels before round 0, which is then
+    # conditioned too (false: round 0 is the shipped models, unconditioned)
+    prime: bool = False
     # A crystal is labelled stable when its relaxation converged and its MLIP energy above
     # the MP hull is below this (eV/atom); the paper fine-tunes with 0 and -0.05.
     ehull_threshold: float = 0.0
@@ -56,6 +63,10 @@ class LoopConfig:
     phonon_share: float = 1.0  # and of those, this share (a fixed hash of the key decides)
     phonon_supercell: float = 20.0
     phonon_max_atoms: int = 2000
+    # kappa: phono3py for at most this many crystals per round, the best by the harmonic
+    # screen (Slack's estimate from the phonons), each within kappa_budget seconds
+    kappa_per_round: int = 5
+    kappa_budget: float = 600.0
     workers: int = 1  # Dask worker processes on this machine
     scheduler: str | None = None  # or the address of a running Dask scheduler
     # fine-tuning between rounds
@@ -75,6 +86,7 @@ class LoopConfig:
         positive = (
             "rounds", "n", "diffusion_steps", "candidates", "relax_steps", "workers",
             "stage1_epochs", "stage2_epochs", "labelled_weight", "phonon_max_atoms",
+            "kappa_per_round",
         )  # fmt: skip
         for name in positive:
             value = getattr(self, name)
@@ -82,6 +94,20 @@ class LoopConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.target not in TARGETS:
             raise ValueError(f"unknown label {self.target!r}: the loop knows {', '.join(TARGETS)}")
+        if self.direction not in ("high", "low"):
+            raise ValueError(f"direction must be 'high' or 'low', got {self.direction!r}")
+        if self.target != "kappa" and self.direction != "high":
+            raise ValueError(f"the {self.target} target has no direction {self.direction!r}")
+        if self.target == "dielectric" and self.target_value is None:
+            self.target_value = 50.0  # the paper's condition
+        if self.target_value is not None and not self.target_value > 0:
+            raise ValueError(f"target_value must be > 0, got {self.target_value}")
+        if self.target == "kappa" and not self.phonons:
+            raise ValueError("the kappa target screens with phonons: phonons must be on")
+        if self.target == "kappa" and self.mlip == "chgnet":
+            raise ValueError("kappa needs smooth forces: use a SevenNet model, not chgnet")
+        if not self.kappa_budget > 0:
+            raise ValueError(f"kappa_budget must be > 0 seconds, got {self.kappa_budget}")
         if not -1.0 <= self.ehull_threshold <= 1.0:
             raise ValueError(
                 f"ehull_threshold must be in [-1, 1] eV/atom, got {self.ehull_threshold}"
@@ -102,8 +128,15 @@ class LoopConfig:
             raise ValueError("stage1_lr and stage2_lr must be in (0, 1)")
         if self.stage2_pool_sample < 0:
             raise ValueError(f"stage2_pool_sample must be >= 0, got {self.stage2_pool_sample}")
+        if self.prime and self.target == "stability":
+            raise ValueError("prime needs a property target (kappa or dielectric)")
         if not self.valence_masks and self.rounds > 1:
             raise ValueError("the unconstrained baseline (valence_masks = false) runs one round")
+
+    def target_spec(self):
+        from crysvcd.loop.targets import Target
+
+        return Target(self.target, self.direction, self.target_value)
 
     def to_dict(self) -> dict:
         return asdict(self)

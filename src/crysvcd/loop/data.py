@@ -1,12 +1,15 @@
 """Fine-tuning data of the loop: the bundled pool and every labelled crystal so far, each
-with a binary stability label.
+with a binary stability label; for a property campaign, also the target's bundled labelled
+crystals and a binary "hit" label (``targets``), NaN where unknown (the condition is then
+dropped for that row, which trains the unconditioned model).
 
 A pool crystal is labelled stable when its Materials Project (DFT) energy above the hull is
 at most the threshold; a generated crystal when its relaxation converged and its MLIP
 energy above the hull is at most the threshold (failed, invalid and unconverged ones are
 labelled unstable: the model should learn to avoid them). Labelled crystals enter as
 their relaxed structures, ``labelled_weight`` times each, so that a few hundred of them
-are not drowned by eleven thousand pool crystals.
+are not drowned by eleven thousand pool crystals. In a property campaign a generated
+crystal carries a hit label only when it is stable and its property was computed.
 """
 
 from __future__ import annotations
@@ -17,18 +20,19 @@ import pandas as pd
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd.datasets import DEV_PERCENT, hash_bucket, training_pool
+from crysvcd.loop.targets import HIT_COLUMN, Target
 
 LABEL_COLUMN = "stable_label"
-PROPERTY = f"stable={LABEL_COLUMN}>0.5"  # the property spec both stages are tuned on
 
 
 def _cell_formula(composition) -> str:
     return "".join(f"{el.symbol}{int(round(n))}" for el, n in composition.items())
 
 
-def labelled_frame(store, threshold: float) -> pd.DataFrame:
+def labelled_frame(store, threshold: float, target: Target | None = None) -> pd.DataFrame:
     """One row per relaxed generated crystal of the loop's database (MP-20 CSV columns)."""
     rows = []
+    label = target.label if target is not None else None
     for key, row in store.rows().items():
         if row.get("status") != "ok" or row.natoms == 0:
             continue
@@ -40,6 +44,9 @@ def labelled_frame(store, threshold: float) -> pd.DataFrame:
             and ehull <= threshold
         )
         structure = AseAtomsAdaptor.get_structure(row.toatoms())
+        value = row.get(label) if label and stable else None
+        if label == "kappa" and not row.get("kappa_reliable", False):
+            value = None  # imaginary modes drop out of the RTA sum: not a usable label
         rows.append(
             {
                 "material_id": key,
@@ -48,6 +55,7 @@ def labelled_frame(store, threshold: float) -> pd.DataFrame:
                 "pretty_formula": structure.composition.reduced_formula,
                 "e_above_hull": ehull,
                 LABEL_COLUMN: float(stable),
+                HIT_COLUMN: target.hit([value])[0] if label else math.nan,
                 "split": "dev" if hash_bucket(key) < DEV_PERCENT else "train",
                 "source": "generated",
                 "round": row.get("round"),
@@ -56,10 +64,16 @@ def labelled_frame(store, threshold: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pool_frame(threshold: float) -> pd.DataFrame:
+def pool_frame(threshold: float, target: Target | None = None) -> pd.DataFrame:
+    """The pool with its DFT stability label; for a property target, its bundled labelled
+    crystals added (their stability label unknown)."""
     pool = training_pool()
     pool[LABEL_COLUMN] = (pool["e_above_hull"] <= threshold).astype(float)
-    return pool
+    pool[HIT_COLUMN] = math.nan
+    if target is None or target.label is None:
+        return pool
+    bundled = target.bundled().assign(**{LABEL_COLUMN: math.nan})
+    return pd.concat([pool, bundled], ignore_index=True)
 
 
 def finetune_frame(
@@ -69,9 +83,12 @@ def finetune_frame(
     pool_sample: int | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Pool (or ``pool_sample`` rows of it) and ``weight`` copies of the labelled rows."""
+    """Pool (or ``pool_sample`` rows of it; a property target's labelled rows always kept)
+    and ``weight`` copies of the labelled rows."""
     if pool_sample is not None and pool_sample < len(pool):
-        pool = pool.sample(pool_sample, random_state=seed)
+        plain = pool[pool[HIT_COLUMN].isna()]
+        plain = plain.sample(min(pool_sample, len(plain)), random_state=seed)
+        pool = pd.concat([pool[pool[HIT_COLUMN].notna()], plain])
     copies = [labelled] * weight if len(labelled) else []
     frame = pd.concat([pool, *copies], ignore_index=True)
     return frame.reset_index(drop=True)

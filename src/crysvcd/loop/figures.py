@@ -74,7 +74,11 @@ def _flag(series: pd.Series) -> pd.Series:
     return series.astype(str).str.lower().isin(("true", "1", "1.0"))
 
 
-def round_shares(table: pd.DataFrame) -> pd.DataFrame:
+def round_shares(table: pd.DataFrame, target=None) -> pd.DataFrame:
+    """Shares per round; with a property ``target`` also ``target_hit``: of the stable
+    crystals (Ehull < 0.1, and phonon-stable where phonons ran) whose property was
+    computed, the share that hit the target (``target_hit_of_stable``: over all stable ones,
+    an uncomputed property counting as a miss)."""
     out = []
     for r, part in table.groupby("round", sort=True):
         ehull = pd.to_numeric(part.get("e_above_hull"), errors="coerce")
@@ -97,6 +101,14 @@ def round_shares(table: pd.DataFrame) -> pd.DataFrame:
             "novel": novel,
             "sun": stable & unique & novel,
         }
+        if target is not None and target.label is not None:
+            value = pd.to_numeric(_col(part, target.label), errors="coerce")
+            if target.name == "kappa":  # imaginary modes make kappa unusable
+                value = value.where(_flag(_col(part, "kappa_reliable", False)))
+            kept = stable & ~(has_phonon & ~phonon_ok)
+            hit = pd.Series(target.hit(value), index=part.index) == 1
+            shares["target_hit"] = hit[kept & value.notna()]
+            shares["target_hit_of_stable"] = hit[kept]
         rec = {"round": r, "generated": len(part), "labelled": int(ok.sum())}
         for name, flags in shares.items():
             s = metrics.share(list(flags))
@@ -154,8 +166,11 @@ def write_figures(out_dir: Path, store, cfg) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame()
     atomic_write_text(out_dir / "structures.csv", table.to_csv(index=False))
-    shares = round_shares(table)
+    target = cfg.target_spec()
+    shares = round_shares(table, target)
     atomic_write_text(out_dir / "shares.csv", shares.to_csv(index=False))
+    if target.label is not None:
+        write_candidates(out_dir, store, table, target)
     figures = out_dir / "figures"
     figures.mkdir(exist_ok=True)
     ehull = pd.to_numeric(_col(table, "e_above_hull"), errors="coerce")
@@ -172,4 +187,84 @@ def write_figures(out_dir: Path, store, cfg) -> pd.DataFrame:
         }
         frequency_histogram(fseries, figures / "phonon_min_frequency.png",
                             f"{out_dir.name}: lowest phonon frequency by round")  # fmt: skip
+    if target.label is not None and target.label in table:
+        value = pd.to_numeric(table[target.label], errors="coerce")
+        pseries = {"training set": target.bundled()["target_value"].to_numpy()}
+        for r in sorted(table["round"].unique()):
+            pseries[f"round {r}"] = value[table["round"] == r].to_numpy()
+        property_histogram(pseries, target, figures / f"{target.name}.png",
+                           f"{out_dir.name}: {target.label} by round")  # fmt: skip
     return shares
+
+
+def property_histogram(series: dict, target, path: Path, title: str) -> None:
+    """The target property (log10), densities, dashed at the target's threshold (Fig. 4b
+    and 4e of the paper)."""
+    logs = {k: np.log10(np.clip(np.asarray(v, dtype=float), 1e-3, None)) for k, v in series.items()}
+    unit = "W/mK" if target.name == "kappa" else "total epsilon"
+    histogram(logs, path, title, f"log10 {target.label} ({unit})", np.linspace(-2, 3, 51),
+              float(np.log10(target.threshold())), density=True)  # fmt: skip
+
+
+CANDIDATE_COLUMNS = [
+    "rank", "key", "round", "formula", "space_group", "n_atoms", "e_above_hull", "converged",
+    "phonon_stable", "phonon_min_frequency_thz", "kappa_slack", "value", "hit", "reliable",
+    "flags", "cif",
+]  # fmt: skip
+
+
+def write_candidates(out_dir: Path, store, table: pd.DataFrame, target, top: int = 20) -> None:
+    """``RUN/candidates.csv``: every relaxed crystal, stable ones first, ranked by the target
+    property, with the labels' reliability flags; the CIFs of the ``top`` in
+    ``RUN/candidates/``."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    rows, structures = store.rows(), {}
+    records = []
+    for _, row in table[_col(table, "status", "") == "ok"].iterrows():
+        db = rows.get(row["key"])
+        if db is None or not db.natoms:
+            continue
+        structure = AseAtomsAdaptor.get_structure(db.toatoms())
+        structures[row["key"]] = structure
+        try:
+            sg = SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_symbol()
+        except Exception:
+            sg = ""
+        value = pd.to_numeric(pd.Series([row.get(target.label)]), errors="coerce")[0]
+        flags = [
+            f"{name}: {row[name]}"
+            for name in ("ehull_unreliable", "kappa_skipped", "kappa_error", "dielectric_error",
+                         "phonon_skipped", "phonon_note")
+            if name in row and pd.notna(row[name]) and str(row[name]) not in ("", "False")
+        ]  # fmt: skip
+        reliable = bool(row.get("kappa_reliable")) if target.name == "kappa" else pd.notna(value)
+        ehull = pd.to_numeric(pd.Series([row.get("e_above_hull")]), errors="coerce")[0]
+        stable = _flag(pd.Series([row.get("converged")]))[0] and ehull < STABLE
+        phonon = row.get("phonon_stable")
+        records.append({
+            "key": row["key"], "round": row["round"],
+            "formula": structure.composition.reduced_formula,
+            "space_group": sg, "n_atoms": len(structure), "e_above_hull": ehull,
+            "converged": row.get("converged"), "phonon_stable": phonon,
+            "phonon_min_frequency_thz": row.get("phonon_min_frequency_thz"),
+            "kappa_slack": row.get("kappa_slack"), "value": value,
+            "hit": bool(target.hit([value])[0] == 1) if pd.notna(value) else None,
+            "reliable": reliable, "flags": "; ".join(flags),
+            "_stable": bool(stable) and str(phonon).lower() not in ("false", "0", "0.0"),
+        })  # fmt: skip
+    if not records:
+        return
+    cand = pd.DataFrame(records)
+    order = -cand["value"] if target.direction == "high" else cand["value"]
+    cand = cand.assign(_order=order.fillna(np.inf))
+    cand = cand.sort_values(["_stable", "_order"], ascending=[False, True]).reset_index(drop=True)
+    cand["rank"] = np.arange(1, len(cand) + 1)
+    folder = out_dir / "candidates"
+    folder.mkdir(exist_ok=True)
+    cand["cif"] = ""
+    for i in range(min(top, len(cand))):
+        name = f"{i + 1:03d}_{cand.at[i, 'formula']}.cif"
+        atomic_write_text(folder / name, structures[cand.at[i, "key"]].to(fmt="cif"))
+        cand.at[i, "cif"] = f"candidates/{name}"
+    atomic_write_text(out_dir / "candidates.csv", cand[CANDIDATE_COLUMNS].to_csv(index=False))

@@ -12,6 +12,14 @@ One round:
    so far, the stability label as the condition (not after the last round);
 5. write the round's figures and shares (``RUN/figures``, ``RUN/shares.csv``).
 
+A property campaign (``target`` kappa or dielectric, ``loop.targets``) differs in three
+places: with ``prime`` both stages are first fine-tuned on the target's bundled labels, so
+that round 0 is conditioned too; each round labels its target (the dielectric surrogate on
+every relaxed crystal; phono3py kappa on the ``kappa_per_round`` stable, phonon-stable
+crystals that Slack's harmonic estimate ranks best, every other one recorded as skipped with
+its reason); and the fine-tunes are conditioned on the target's hit label, and the round
+writes a ranked table of candidates (``RUN/candidates.csv``, ``RUN/candidates/*.cif``).
+
 Resumable at any point: ``RUN/loop.json`` records the settings and which phases of which
 rounds are done; the generation resumes its chunks, labels already stored are not
 recomputed, fine-tunes resume from their ``last.pt``. A structure whose labelling fails
@@ -22,16 +30,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
 
 from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd.config import GenerateConfig
 from crysvcd.datasets import hash_bucket
 from crysvcd.evaluate.runner import Job, load_structures, plan, record
-from crysvcd.evaluate.settings import EvaluateConfig, PhononSettings
+from crysvcd.evaluate.settings import EvaluateConfig, KappaSettings, PhononSettings
 from crysvcd.evaluate.store import ResultStore
 from crysvcd.loop.config import LoopConfig
 from crysvcd.runinfo import atomic_write_text, versions
@@ -80,7 +90,7 @@ class LoopState:
         self.save()
 
 
-def evaluate_config(cfg: LoopConfig, phonons: bool) -> EvaluateConfig:
+def evaluate_config(cfg: LoopConfig, phonons: bool, kappa: bool = False) -> EvaluateConfig:
     return EvaluateConfig(
         mlip=cfg.mlip,
         fmax=cfg.fmax,
@@ -91,11 +101,14 @@ def evaluate_config(cfg: LoopConfig, phonons: bool) -> EvaluateConfig:
             supercell_min_length=cfg.phonon_supercell, max_supercell_atoms=cfg.phonon_max_atoms
         ),
         phonon_ehull_max=cfg.phonon_ehull_max,
+        dielectric=cfg.target == "dielectric",
+        kappa=kappa,
+        kappa_settings=KappaSettings(budget_s=cfg.kappa_budget),
     )
 
 
 def generate_config(cfg: LoopConfig, r: int, models: dict) -> GenerateConfig:
-    conditioned = r > 0 and cfg.valence_masks
+    conditioned = (r > 0 or cfg.prime) and cfg.valence_masks
     return GenerateConfig(
         n=cfg.n,
         ionic_fraction=cfg.ionic_fraction,
@@ -103,7 +116,7 @@ def generate_config(cfg: LoopConfig, r: int, models: dict) -> GenerateConfig:
         rank_mlip=cfg.mlip,
         steps=cfg.diffusion_steps,
         seed=cfg.seed + 1000 * r,
-        conditions=["stable=1"] if conditioned else [],
+        conditions=[f"{cfg.target_spec().condition}=1"] if conditioned else [],
         guidance=cfg.guidance if conditioned else None,
         valence_masks=cfg.valence_masks,
         device=cfg.device,
@@ -115,10 +128,11 @@ class Labeller:
     """Hands structures to the Dask cluster as they appear and stores each result as it
     comes back, so the driver can keep generating in between."""
 
-    def __init__(self, client, store: ResultStore, cfg: LoopConfig, extra: dict):
+    def __init__(self, client, store: ResultStore, cfg: LoopConfig, extra: dict, kappa=False):
         from distributed import as_completed
 
         self.client, self.store, self.cfg, self.extra = client, store, cfg, extra
+        self.kappa = kappa  # the second pass of a kappa campaign: phono3py on the chosen
         self.pending = as_completed()
         self.jobs = {}
         self.submitted: set[str] = set()
@@ -130,7 +144,7 @@ class Labeller:
             return
         self.submitted.add(key)
         sampled = hash_bucket(f"phonons:{key}") < 100 * self.cfg.phonon_share
-        ecfg = evaluate_config(self.cfg, phonons=sampled)
+        ecfg = evaluate_config(self.cfg, phonons=sampled, kappa=self.kappa)
         jobs, _ = plan([(key, structure)], self.store, ecfg, extra=self.extra)
         from crysvcd.evaluate.labels import label_structure
 
@@ -189,23 +203,69 @@ def generate_and_label(cfg: LoopConfig, r: int, out_dir: Path, store, client, mo
     for key, structure in load_structures(gen_dir):
         labeller.offer(f"r{r:02d}/{key}", structure)
     labeller.collect(block=True)
+    if cfg.target == "kappa":
+        label_kappa(cfg, r, store, client, extra)
 
 
-def finetune(cfg: LoopConfig, r: int, out_dir: Path, store, models: dict) -> dict:
-    """Fine-tune every stage on the pool and the labels so far; returns the new checkpoints."""
+def kappa_choice(cfg: LoopConfig, r: int, store) -> tuple[list[str], dict[str, str]]:
+    """The crystals of round ``r`` that still need phono3py (the ``kappa_per_round`` best by
+    Slack's estimate, minus those done) and, for every other relaxed crystal, why not."""
+    high = cfg.direction == "high"
+    scored, skipped, done = [], {}, set()
+    for key, row in store.rows().items():
+        if row.get("round") != r or row.get("status") != "ok":
+            continue
+        if "kappa_settings" in row:  # phono3py ran on it (a value, an error or its budget)
+            done.add(key)
+        ehull, slack = row.get("e_above_hull"), row.get("kappa_slack")
+        if not (row.get("converged") and ehull is not None and ehull <= cfg.ehull_threshold):
+            skipped[key] = f"screen: not stable (Ehull {ehull}, threshold {cfg.ehull_threshold})"
+        elif not row.get("phonon_stable"):
+            why = row.get("phonon_skipped") or row.get("phonon_error") or "imaginary modes"
+            skipped[key] = f"screen: no stable phonons ({why})"
+        elif slack is None or not math.isfinite(slack):
+            skipped[key] = "screen: no harmonic estimate"
+        else:
+            scored.append((-slack if high else slack, key))
+    budget = cfg.kappa_per_round
+    ranked = [key for _, key in sorted(scored)]
+    for rank, key in enumerate(ranked[budget:], budget + 1):
+        skipped[key] = f"screen: Slack estimate ranked {rank}, budget {budget} per round"
+    chosen = [key for key in ranked[:budget] if key not in done]
+    return chosen, {k: v for k, v in skipped.items() if k not in done}
+
+
+def label_kappa(cfg: LoopConfig, r: int, store, client, extra: dict) -> None:
+    """phono3py on the screened crystals of round ``r``; every skip stored with its reason."""
+    chosen, skipped = kappa_choice(cfg, r, store)
+    for key, reason in skipped.items():
+        if store.rows()[key].get("kappa_skipped") != reason:
+            store.update(key, kappa_skipped=reason)
+    log.info("round %d: kappa for %d, %d skipped by the screen", r, len(chosen), len(skipped))
+    labeller = Labeller(client, store, cfg, extra, kappa=True)
+    rows = store.rows()
+    for key in chosen:
+        labeller.offer(key, AseAtomsAdaptor.get_structure(rows[key].toatoms()))
+    labeller.collect(block=True)
+
+
+def finetune(cfg: LoopConfig, folder: Path, seed: int, store, models: dict) -> dict:
+    """Fine-tune every stage on the pool (and the target's bundled labels) and the labels so
+    far, into ``folder``; returns the new checkpoints."""
     from crysvcd import checkpoints
     from crysvcd.config import Stage1Config, Stage2Config
-    from crysvcd.loop.data import PROPERTY, finetune_frame, labelled_frame, pool_frame
+    from crysvcd.loop.data import finetune_frame, labelled_frame, pool_frame
     from crysvcd.stage1 import train as stage1
     from crysvcd.stage2 import train as stage2
 
-    labelled = labelled_frame(store, cfg.ehull_threshold)
-    pool = pool_frame(cfg.ehull_threshold)
+    target = cfg.target_spec()
+    labelled = labelled_frame(store, cfg.ehull_threshold, target)
+    pool = pool_frame(cfg.ehull_threshold, target)
     n_stable = int(labelled["stable_label"].sum()) if len(labelled) else 0
     log.info(
         "fine-tuning on %d labelled crystals (%d stable) and the pool", len(labelled), n_stable
     )
-    folder = out_dir / f"round_{r:02d}" / "finetune"
+    prop = target.spec
     new = dict(models)
     if cfg.finetune_stage1:
         frame = finetune_frame(pool, labelled, cfg.labelled_weight)
@@ -215,19 +275,20 @@ def finetune(cfg: LoopConfig, r: int, out_dir: Path, store, models: dict) -> dic
             init = models[name] or checkpoints.shipped(f"stage1-{kind}")
             fit_cfg = replace(stage1.FIT, max_epochs=cfg.stage1_epochs, patience=None,
                               lr=cfg.stage1_lr, min_lr=cfg.stage1_lr / 10, warmup_steps=50,
-                              device=cfg.train_device, seed=cfg.seed + r)  # fmt: skip
-            s1cfg = checkpoints.tuned_config(init, Stage1Config, "Stage I", [PROPERTY])
+                              device=cfg.train_device, seed=seed)  # fmt: skip
+            s1cfg = checkpoints.tuned_config(init, Stage1Config, "Stage I", [prop])
             result = stage1.train(s1cfg, folder / name, fit_cfg, data=frame, init=init)
             new[name] = str(result.best_path)
     if cfg.finetune_stage2:
         init = models["stage2"] or checkpoints.shipped("stage2")
-        s2cfg = checkpoints.tuned_config(init, Stage2Config, "Stage II", [PROPERTY])
+        s2cfg = checkpoints.tuned_config(init, Stage2Config, "Stage II", [prop])
+        with_structure = pool[pool["cif"].notna()]  # AGL kappa rows are compositions only
         frame = finetune_frame(
-            pool, labelled, cfg.labelled_weight, cfg.stage2_pool_sample, cfg.seed + r
+            with_structure, labelled, cfg.labelled_weight, cfg.stage2_pool_sample, seed
         )
         fit_cfg = replace(stage2.FIT, max_epochs=cfg.stage2_epochs, eval_every=1, snapshots=False,
                           lr=cfg.stage2_lr, min_lr=cfg.stage2_lr / 10,
-                          device=cfg.train_device, seed=cfg.seed + r)  # fmt: skip
+                          device=cfg.train_device, seed=seed)  # fmt: skip
         result = stage2.train(s2cfg, folder / "stage2", fit_cfg, data=frame, init=init)
         new["stage2"] = str(result.best_path)
     return new
@@ -256,6 +317,11 @@ def run_loop(
 
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - cfg.workers))
     try:
+        if cfg.prime and not state.data.get("primed"):
+            log.info("fine-tuning on the bundled %s labels before round 0", cfg.target)
+            state.set_models(0, finetune(cfg, out_dir / "prime", cfg.seed, store, state.models(0)))
+            state.data["primed"] = True
+            state.save()
         for r in range(cfg.rounds):
             models = state.models(r)
             if not state.done(r, "labelled"):
@@ -265,7 +331,8 @@ def run_loop(
             table = write_figures(out_dir, store, cfg)
             if r + 1 < cfg.rounds and str(r + 1) not in state.data["models"]:
                 log.info("round %d: fine-tuning", r)
-                state.set_models(r + 1, finetune(cfg, r, out_dir, store, models))
+                folder = out_dir / f"round_{r:02d}" / "finetune"
+                state.set_models(r + 1, finetune(cfg, folder, cfg.seed + r, store, models))
                 state.mark(r, "finetuned")
     finally:
         if own:

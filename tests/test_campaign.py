@@ -1,0 +1,141 @@
+"""Property campaigns (kappa, dielectric) end to end on tiny models and EMT."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from ase.db import connect
+from pymatgen.core import Lattice, Structure
+
+from crysvcd.evaluate.phonons import slack_kappa
+from crysvcd.loop.cli import campaign_config
+from crysvcd.loop.config import LoopConfig
+from crysvcd.loop.data import finetune_frame, pool_frame
+from crysvcd.loop.run import kappa_choice, run_loop
+from crysvcd.loop.targets import HIT_COLUMN, Target
+
+from .test_loop import tiny_loop, tiny_models  # noqa: F401 (the fixture)
+
+
+def test_targets_and_their_bundled_labels():
+    high, low = Target("kappa", "high"), Target("kappa", "low")
+    # HiBoFL's 90th and 10th percentiles, W/mK
+    assert 10 < high.threshold() < 12 and 0.1 < low.threshold() < 0.2
+    assert list(high.hit([20.0, 1.0, float("nan")])[:2]) == [1.0, 0.0]
+    assert math.isnan(high.hit([float("nan")])[0])
+    assert list(low.hit([0.1, 1.0])) == [1.0, 0.0]
+    bundled = high.bundled()
+    # each source's own top decile is a hit (AGL and HiBoFL are on different scales)
+    shares = bundled.groupby("source")[HIT_COLUMN].mean()
+    assert set(shares.index) == {"aflow_agl", "hibofl"} and np.allclose(shares, 0.1, atol=0.01)
+    assert bundled.loc[bundled.source == "aflow_agl", "cif"].isna().all()
+    diel = Target("dielectric", value=50.0)
+    assert diel.condition == "dielectric_high" and diel.spec == "dielectric_high=target_label>0.5"
+    assert 0.02 < diel.bundled()[HIT_COLUMN].mean() < 0.05
+    # the pool joins with the condition unknown, and a pool sample keeps every labelled row
+    pool = pool_frame(0.1, diel)
+    assert pool[HIT_COLUMN].notna().sum() == len(diel.bundled())
+    frame = finetune_frame(pool, pd.DataFrame(), 1, pool_sample=10)
+    assert len(frame) == len(diel.bundled()) + 10
+
+
+def test_slack_estimate_ranks_stiff_light_crystals_first():
+    def fcc(a, species, second):
+        lattice = Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]])
+        return Structure(lattice, species, [[0, 0, 0], second])
+
+    si = fcc(5.43, ["Si", "Si"], [0.25, 0.25, 0.25])
+    pbte = fcc(6.46, ["Pb", "Te"], [0.5, 0.5, 0.5])
+    # Si's acoustic branches reach ~12 THz, PbTe's ~3 THz; with one Grueneisen parameter
+    # for all, Slack's formula gives ~70 W/mK for Si (PBE ~140) and a few for PbTe (~2)
+    k_si, k_pbte = slack_kappa(si, 12.0, 2), slack_kappa(pbte, 3.0, 2)
+    assert 30 < k_si < 300 and k_pbte < k_si / 5
+    assert slack_kappa(si * (2, 1, 1), 12.0, 2) == pytest.approx(k_si)  # any cell of it
+    assert math.isnan(slack_kappa(si, float("nan"), 2))
+
+
+@pytest.mark.parametrize(
+    "prop, goal, message",
+    [
+        ("kappa", "medium", "--target for kappa is high or low"),
+        ("dielectric", "big", "--target for dielectric is a number"),
+        ("dielectric", "-3", "target_value must be > 0"),
+    ],
+)
+def test_bad_targets_fail_before_any_work(prop, goal, message, tmp_path):
+    from crysvcd.cli import main
+
+    with pytest.raises(ValueError, match=message):
+        campaign_config(prop, goal)
+    assert main(["campaign", prop, "--target", goal, "--out", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_settings_a_target_cannot_run_with():
+    with pytest.raises(ValueError, match="phonons must be on"):
+        LoopConfig(target="kappa", phonons=False)
+    with pytest.raises(ValueError, match="prime needs a property target"):
+        LoopConfig(prime=True)
+    with pytest.raises(ValueError, match="has no direction 'low'"):
+        LoopConfig(target="dielectric", direction="low")
+    cfg = campaign_config("dielectric", "50", n=3)
+    assert (cfg.prime, cfg.ehull_threshold, cfg.target_value, cfg.n) == (True, 0.1, 50.0, 3)
+
+
+def _campaign(models, **kw) -> LoopConfig:
+    return tiny_loop(models, **{"rounds": 1, "n": 4, "prime": True, "stage2_pool_sample": 10, **kw})
+
+
+def test_dielectric_campaign_runs_end_to_end(tiny_models, tmp_path, dask_client):  # noqa: F811
+    cfg = _campaign(tiny_models, target="dielectric", target_value=50.0, phonons=False,
+                    ehull_threshold=1.0)  # fmt: skip
+    out = tmp_path / "run"
+    shares = run_loop(cfg, out, progress=False, client=dask_client)
+    rows = list(connect(str(out / "labels.db")).select())
+    assert len(rows) == 4
+    relaxed = [r for r in rows if r.get("status") == "ok"]
+    # every relaxed crystal got the surrogate's label, or the reason it has none
+    assert relaxed and all("dielectric_total" in r or "dielectric_error" in r for r in relaxed)
+    # round 0 came from the primed models, conditioned on the target
+    assert (out / "prime/stage2/best.pt").exists()
+    run0 = (out / "round_00/generated/run.json").read_text()
+    assert "dielectric_high=1" in run0 and "prime" in run0
+    assert "target_hit" in shares
+    cand = pd.read_csv(out / "candidates.csv")
+    assert len(cand) == len(relaxed) and list(cand["rank"]) == list(range(1, len(cand) + 1))
+    assert (out / cand["cif"].iloc[0]).exists()
+    assert (out / "figures/dielectric.png").exists()
+
+
+def test_kappa_campaign_screens_then_labels_the_best(tiny_models, tmp_path, dask_client,  # noqa: F811
+                                                     monkeypatch):  # fmt: skip
+    # EMT energies are far from the MP hull: count every converged crystal as on it, so that
+    # the screen has candidates (the workers are threads of this process)
+    monkeypatch.setattr("crysvcd.evaluate.labels.e_above_hull", lambda comp, ef: 0.0)
+    # not primed (the dielectric test primes): the tiny models then stay valid crystals
+    cfg = _campaign(tiny_models, target="kappa", direction="high", n=6, relax_steps=200,
+                    prime=False, kappa_per_round=1, kappa_budget=120.0)  # fmt: skip
+    out = tmp_path / "run"
+    run_loop(cfg, out, progress=False, client=dask_client)
+    rows = {r.key: r for r in connect(str(out / "labels.db")).select()}
+    screened = [r for r in rows.values() if r.get("kappa_slack") is not None]
+    # phono3py ran (a value, an error or its own budget's skip) on one crystal only: the
+    # best phonon-stable one by the screen
+    with_kappa = [r for r in rows.values() if "kappa_settings" in r]
+    assert len(screened) >= 2 and len(with_kappa) == 1
+    best = max((r for r in screened if r.get("phonon_stable")), key=lambda r: r.kappa_slack)
+    assert with_kappa[0].key == best.key
+    assert "kappa" in with_kappa[0] or not with_kappa[0].kappa_skipped.startswith("screen:")
+    # every other relaxed crystal says why it got no kappa
+    for r in rows.values():
+        if r.get("status") == "ok" and r not in with_kappa:
+            assert r.get("kappa_skipped", "").startswith("screen:")
+    assert kappa_choice(cfg, 0, _store(out))[0] == []  # nothing left to compute
+    assert pd.read_csv(out / "candidates.csv")["flags"].notna().any()
+
+
+def _store(out):
+    from crysvcd.evaluate.store import ResultStore
+
+    return ResultStore(out / "labels.db")
