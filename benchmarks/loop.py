@@ -6,6 +6,7 @@ of each round (Fig. 3c), and the throughput of labelling.
     python benchmarks/loop.py throughput [--n 24] [--workers 1 2]
     python benchmarks/loop.py branch SRC DEST --rounds 1 --config OTHER.toml
     python benchmarks/loop.py guidance RUN --round 1 [--n 50] [--workers 2] [--shipped]
+    python benchmarks/loop.py formulas RUN --round 1 [--n 1000] [--guidance 0 2]
 
 compare: the shares of every round of every run (with Wilson 95 % intervals), and one
   energy-above-hull histogram of all of them beside the training pool's DFT values.
@@ -25,6 +26,12 @@ guidance: Stage II conditioning tested for real: the fine-tuned Stage II of RUN 
   round ``--round``, on that round's first ``--n`` compositions, sampled with guidance
   toward stable=1 (w = the run's guidance) and without any condition, same seed; both sets
   relaxed and placed on the hull; the two Ehull distributions compared.
+formulas: what the fine-tuned ionic Stage I of RUN's round ``--round`` learned from the
+  stability label: ``--n`` formulas sampled under stable=1 and stable=0 (and with Stage I
+  guidance ``--guidance``), against the shipped model: share of formulas known in the
+  pool, share among the formulas that were stable in round 0, elements per formula,
+  unique; and the KL divergence between the first-token distributions under stable=1
+  and stable=0 (how much the condition changes the start of a formula).
 Prints every figure; asserts nothing.
 """
 
@@ -265,6 +272,50 @@ def guidance(args) -> None:
     print(f"Mann-Whitney U, guided Ehull lower than unconditioned: p = {p:.3g}")
 
 
+def formulas(args) -> None:
+    import json
+    from collections import Counter
+
+    import torch
+
+    from crysvcd.datasets import training_pool
+    from crysvcd.stage1.sample import load_sampler
+    from crysvcd.stage1.tokens import START
+
+    run = Path(args.run)
+    ionic = json.loads((run / "loop.json").read_text())["models"][str(args.round)]["stage1_ionic"]
+    table = pd.read_csv(run / "structures.csv")
+    r0 = table[table["round"] == 0]
+    ok = (r0["status"] == "ok") & r0["converged"].astype(str).isin(["True", "1.0"])
+    stable0 = set(r0.loc[ok & (pd.to_numeric(r0["e_above_hull"]) < 0.1), "reduced_formula"])
+    known = set(training_pool()["pretty_formula"])
+    print(
+        f"== Stage I of round {args.round} ({ionic}); {len(stable0)} stable formulas in round 0 =="
+    )
+    arms = [("shipped", None, None, None)]
+    for w in args.guidance:
+        arms += [(f"stable=1, w={w}", ionic, {"stable": 1.0}, w or None),
+                 (f"stable=0, w={w}", ionic, {"stable": 0.0}, w or None)]  # fmt: skip
+    for name, ckpt, cond, w in arms:
+        sampler = load_sampler(ckpt, "ionic")
+        fs, _ = sampler.sample(args.n, seed=args.seed, conditions=cond, guidance=w)
+        red = [f.reduced_formula for f in fs]
+        nel = Counter(len(f.composition) for f in fs)
+        print(f"{name:16s} known {np.mean([r in known for r in red]):.3f}  "
+              f"in round-0 stable {np.mean([r in stable0 for r in red]):.3f}  "
+              f"elements/formula {np.mean([len(f.composition) for f in fs]):.2f} "
+              f"{dict(sorted(nel.items()))}  unique {len(set(red)) / len(red):.3f}")  # fmt: skip
+    model = load_sampler(ionic, "ionic").model
+    spec = model.properties[0]
+    props = torch.tensor([[spec.encode_target(1.0)], [spec.encode_target(0.0)]])
+    with torch.no_grad():
+        first, _, _ = model.step(torch.full((2, 1), START), torch.zeros(2, 1, dtype=torch.long),
+                                 props, None, torch.ones(2, 1, dtype=torch.long))  # fmt: skip
+    logp = first.log_softmax(-1)
+    kl = float((logp[0].exp() * (logp[0] - logp[1])).sum())
+    print(f"KL(first token | stable=1 || stable=0) = {kl:.4f} nats")
+
+
 def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
@@ -299,6 +350,12 @@ def main() -> None:
         action="store_true",
         help="also sample the shipped Stage II (no fine-tune), same seed",
     )
+    p = sub.add_parser("formulas")
+    p.add_argument("run")
+    p.add_argument("--round", type=int, default=1)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--guidance", type=float, nargs="+", default=[0.0, 2.0])
     p = sub.add_parser("branch")
     p.add_argument("src")
     p.add_argument("dest")
@@ -306,7 +363,7 @@ def main() -> None:
     p.add_argument("--config", required=True)
     args = ap.parse_args()
     sections = {"compare": compare, "phonons": phonons, "throughput": throughput}
-    sections.update(branch=branch, guidance=guidance)
+    sections.update(branch=branch, guidance=guidance, formulas=formulas)
     sections[args.section](args)
 
 

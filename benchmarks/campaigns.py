@@ -1,0 +1,105 @@
+"""Property campaigns against unconditioned generation on the same budget (issue 15, the
+paper's Fig. 4).
+
+    crysvcd campaign dielectric --target 50 --config benchmarks/campaigns/dielectric_50.toml \\
+        --out RUN_C
+    crysvcd campaign dielectric --target 50 \\
+        --config benchmarks/campaigns/dielectric_unconditioned.toml --out RUN_U
+    python benchmarks/campaigns.py RUN_C RUN_U [--out FOLDER]
+
+(the same for kappa with ``--target high|low``). For each run and round: crystals
+generated, stable (Ehull < 0.1 eV/atom after relaxation, and phonon-stable where phonons
+ran), stable with the property computed, hits, and the hit share with its Wilson 95 %
+interval; the ratio of the campaign's share to the unconditioned one against the issue's
+bar (at least 2x); the campaign's top five candidates; and, in ``--out``, the property's
+distribution for the training set, the unconditioned run and the campaign (PNG + CSV).
+A hit is judged by the campaign's target (``loop.targets``). Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from crysvcd import metrics
+from crysvcd.loop.config import LoopConfig
+from crysvcd.loop.figures import property_histogram
+
+
+def load(run: Path) -> tuple[LoopConfig, pd.DataFrame, pd.DataFrame]:
+    cfg = LoopConfig(**json.loads((run / "loop.json").read_text())["config"])
+    return cfg, pd.read_csv(run / "structures.csv"), pd.read_csv(run / "shares.csv")
+
+
+def hits(cfg: LoopConfig, table: pd.DataFrame, target) -> dict:
+    """Counts over one round's table, the campaign's ``target`` judging every run."""
+    ehull = pd.to_numeric(table.get("e_above_hull"), errors="coerce")
+    conv = table.get("converged", pd.Series(False, index=table.index))
+    stable = (table.get("status") == "ok") & conv.astype(str).isin(["True", "1.0"]) & (ehull < 0.1)
+    if "phonon_stable" in table:
+        ph = table["phonon_stable"]
+        stable &= ~(ph.notna() & ~ph.astype(str).isin(["True", "1.0"]))
+    value = pd.to_numeric(table.get(target.label), errors="coerce")
+    if target.name == "kappa" and "kappa_reliable" in table:
+        value = value.where(table["kappa_reliable"].astype(str).isin(["True", "1.0"]))
+    with_value = stable & value.notna()
+    hit = pd.Series(target.hit(value), index=table.index) == 1
+    s = metrics.share(list(hit[with_value]))
+    return {
+        "generated": len(table), "stable": int(stable.sum()), "with_value": int(with_value.sum()),
+        "hits": int((hit & with_value).sum()), "share": s["share"], "lo": s["lo"], "hi": s["hi"],
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("campaign", type=Path)
+    ap.add_argument("unconditioned", type=Path)
+    ap.add_argument("--out", type=Path, default=None, help="folder for the figure and CSV")
+    args = ap.parse_args()
+    cfg_c, table_c, _ = load(args.campaign)
+    cfg_u, table_u, _ = load(args.unconditioned)
+    target = cfg_c.target_spec()
+    sign = ">=" if target.direction == "high" else "<="
+    print(f"target {target.condition}: {target.label} {sign} {target.threshold():.3g}; "
+          f"MLIP {cfg_c.mlip}")  # fmt: skip
+    rows = []
+    for name, cfg, table in [("unconditioned", cfg_u, table_u), ("campaign", cfg_c, table_c)]:
+        for r, part in table.groupby("round"):
+            rows.append({"run": name, "round": r, **hits(cfg, part, target)})
+    out = pd.DataFrame(rows)
+    with pd.option_context("display.width", 160, "display.precision", 3):
+        print(out.to_string(index=False))
+    base = out[out.run == "unconditioned"].iloc[0]
+    for _, row in out[out.run == "campaign"].iterrows():
+        ratio = row["share"] / base["share"] if base["share"] > 0 else float("inf")
+        print(f"campaign round {row['round']}: {row['share']:.3f} "
+              f"[{row['lo']:.3f}, {row['hi']:.3f}] (n={row['with_value']}) against "
+              f"unconditioned {base['share']:.3f} [{base['lo']:.3f}, {base['hi']:.3f}] "
+              f"(n={base['with_value']}): {ratio:.2f}x; "
+              f"bar 2x {'met' if ratio >= 2 else 'not met'}")  # fmt: skip
+    cand = args.campaign / "candidates.csv"
+    if cand.exists():
+        cols = ["rank", "formula", "space_group", "n_atoms", "e_above_hull", "phonon_stable",
+                "value", "reliable", "round"]  # fmt: skip
+        top = pd.read_csv(cand).head(5)
+        print("top five candidates of the campaign (stable first, then by the property):")
+        print(top[[c for c in cols if c in top]].to_string(index=False))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        series = {
+            "training set": target.bundled()["target_value"].to_numpy(),
+            "unconditioned": pd.to_numeric(table_u.get(target.label), errors="coerce").to_numpy(),
+            "campaign": pd.to_numeric(table_c.get(target.label), errors="coerce").to_numpy(),
+        }
+        property_histogram(series, target, args.out / f"{target.condition}.png",
+                           f"{target.label}: training set, unconditioned, campaign")  # fmt: skip
+        out.to_csv(args.out / f"{target.condition}.csv", index=False)
+        print(f"figure: {args.out / (target.condition + '.png')}")
+
+
+if __name__ == "__main__":
+    main()
