@@ -115,7 +115,8 @@ def test_kappa_campaign_screens_then_labels_the_best(tiny_models, tmp_path, dask
     monkeypatch.setattr("crysvcd.evaluate.labels.e_above_hull", lambda comp, ef: 0.0)
     # not primed (the dielectric test primes): the tiny models then stay valid crystals
     cfg = _campaign(tiny_models, target="kappa", direction="high", n=6, relax_steps=200,
-                    prime=False, kappa_per_round=1, kappa_budget=120.0)  # fmt: skip
+                    prime=False, kappa_per_round=1, kappa_budget=120.0,
+                    kappa_mlip=None)  # fmt: skip
     out = tmp_path / "run"
     run_loop(cfg, out, progress=False, client=dask_client)
     rows = {r.key: r for r in connect(str(out / "labels.db")).select()}

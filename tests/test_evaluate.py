@@ -163,7 +163,8 @@ def test_evaluate_kappa_label_and_skip(tmp_path, dask_client):
     folder.mkdir()
     cu().to(filename=str(folder / "a_cu.cif"))
     settings = KappaSettings(mesh=(4, 4, 4), supercell_min_length=5.0, max_supercell_atoms=200)
-    cfg = EvaluateConfig(mlip="emt", ehull=False, kappa=True, fmax=0.05, kappa_settings=settings)
+    cfg = EvaluateConfig(mlip="emt", ehull=False, kappa=True, fmax=0.05, kappa_settings=settings,
+                         kappa_mlip=None)  # fmt: skip
     row = evaluate(folder, cfg, progress=False, client=dask_client).iloc[0]
     assert row["status"] == "ok" and row["kappa"] > 0 and row["kappa_method"]
     # over the supercell limit: a recorded skip with its reason, the relaxation kept
@@ -201,3 +202,17 @@ def test_pick_lowest_passes_over_invalid_candidates():
     # with no valid candidate, still the lowest energy: the run keeps an output
     assert pick_lowest([-2.0, -3.0], [False, False]) == 1
     assert pick_lowest([-2.0, -3.0], [True, False]) == 0
+
+
+def test_kappa_has_its_own_mlip():
+    from crysvcd.evaluate.settings import EvaluateConfig
+
+    default = EvaluateConfig(mlip="sevennet", kappa=True)
+    assert default.kappa_mlip == "sevennet-l3i5" and "sevennet-l3i5" in default.signature("kappa")
+    same = EvaluateConfig(mlip="sevennet", kappa=True, kappa_mlip=None)
+    assert same.signature("kappa") != default.signature("kappa")  # a stored kappa is redone
+    assert same.signature("relax") == default.signature("relax")  # the relaxation is not
+    with pytest.raises(ValueError, match="unknown kappa MLIP 'vasp'"):
+        EvaluateConfig(kappa_mlip="vasp")
+    with pytest.raises(ValueError, match="kappa needs smooth forces"):
+        EvaluateConfig(mlip="sevennet", kappa=True, kappa_mlip="chgnet")

@@ -112,6 +112,10 @@ def phonon_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculato
 
 def kappa_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculator) -> dict:
     from crysvcd.evaluate.kappa import lattice_thermal_conductivity, relax_for_kappa
+    from crysvcd.evaluate.mlip import get_calculator
+
+    if cfg.kappa_mlip not in (None, cfg.mlip):
+        calculator = get_calculator(cfg.kappa_mlip)
 
     # Its own symmetry-keeping tight relaxation: a slightly broken symmetry multiplies the
     # number of displaced supercells.

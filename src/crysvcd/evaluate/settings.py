@@ -106,6 +106,11 @@ class EvaluateConfig:
     # phonons only for structures whose Ehull is below this (None: all)
     phonon_ehull_max: float | None = None
     kappa: bool = False  # phono3py RTA; use a SevenNet model (CHGNet forces: nonsense kappa)
+    # the MLIP of the kappa step (its own tight relaxation and the force constants); None:
+    # the relaxation's. 7net-l3i5 is the most accurate of the three SevenNet models on Si
+    # and 10 phononDB references (README, kappa: mean |log10 ratio| 0.14 against 0.27 for
+    # 7net-0 and 0.39 for MF-0), at about 3x the cost
+    kappa_mlip: str | None = "sevennet-l3i5"
     kappa_settings: KappaSettings = field(default_factory=KappaSettings)
     dielectric: bool = False  # e3nn surrogate on the relaxed structure (no MLIP involved)
     dielectric_checkpoint: str | None = None  # None: the shipped model
@@ -123,7 +128,10 @@ class EvaluateConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
-        if self.kappa and self.mlip == "chgnet":
+        if self.kappa_mlip is not None and self.kappa_mlip not in BACKENDS:
+            raise ValueError(f"unknown kappa MLIP {self.kappa_mlip!r}; choose from "
+                             f"{', '.join(BACKENDS)}")  # fmt: skip
+        if self.kappa and (self.kappa_mlip or self.mlip) == "chgnet":
             raise ValueError("kappa needs smooth forces: use a SevenNet model, not chgnet")
 
     def wanted(self) -> tuple[str, ...]:
@@ -142,7 +150,10 @@ class EvaluateConfig:
             values |= {k: v for k, v in asdict(self.phonon).items() if k != "timeout"}
             values["ehull_max"] = self.phonon_ehull_max
         elif step == "kappa":
-            values = {"mlip": self.mlip, "model_path": self.model_path}
+            if self.kappa_mlip is None:
+                values = {"mlip": self.mlip, "model_path": self.model_path}
+            else:
+                values = {"mlip": self.kappa_mlip}
             values |= asdict(self.kappa_settings)
         elif step == "dielectric":
             values = {"checkpoint": self.dielectric_checkpoint or "shipped"}

@@ -67,6 +67,7 @@ class LoopConfig:
     # screen (Slack's estimate from the phonons), each within kappa_budget seconds
     kappa_per_round: int = 5
     kappa_budget: float = 600.0
+    kappa_mlip: str | None = "sevennet-l3i5"  # None: the relaxation's MLIP
     workers: int = 1  # Dask worker processes on this machine
     scheduler: str | None = None  # or the address of a running Dask scheduler
     # fine-tuning between rounds
@@ -104,7 +105,9 @@ class LoopConfig:
             raise ValueError(f"target_value must be > 0, got {self.target_value}")
         if self.target == "kappa" and not self.phonons:
             raise ValueError("the kappa target screens with phonons: phonons must be on")
-        if self.target == "kappa" and self.mlip == "chgnet":
+        if self.kappa_mlip is not None and self.kappa_mlip not in BACKENDS:
+            raise ValueError(f"unknown kappa MLIP {self.kappa_mlip!r}")
+        if self.target == "kappa" and (self.kappa_mlip or self.mlip) == "chgnet":
             raise ValueError("kappa needs smooth forces: use a SevenNet model, not chgnet")
         if not self.kappa_budget > 0:
             raise ValueError(f"kappa_budget must be > 0 seconds, got {self.kappa_budget}")

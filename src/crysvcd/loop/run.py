@@ -103,6 +103,7 @@ def evaluate_config(cfg: LoopConfig, phonons: bool, kappa: bool = False) -> Eval
         phonon_ehull_max=cfg.phonon_ehull_max,
         dielectric=cfg.target == "dielectric",
         kappa=kappa,
+        kappa_mlip=cfg.kappa_mlip,
         kappa_settings=KappaSettings(budget_s=cfg.kappa_budget),
     )
 
