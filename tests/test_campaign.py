@@ -83,6 +83,14 @@ def test_settings_a_target_cannot_run_with():
     assert (cfg.prime, cfg.ehull_threshold, cfg.target_value, cfg.n) == (True, 0.1, 50.0, 3)
 
 
+def test_campaign_defaults_yield_to_the_file_and_the_file_to_flags(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("prime = false\nn = 30\nehull_threshold = 0.05\n")
+    cfg = campaign_config("dielectric", "50", toml, n=7, prime=None)
+    assert (cfg.prime, cfg.n, cfg.ehull_threshold, cfg.phonons) == (False, 7, 0.05, False)
+    assert campaign_config("dielectric", "50", toml, prime=True).prime
+
+
 def _campaign(models, **kw) -> LoopConfig:
     return tiny_loop(models, **{"rounds": 1, "n": 4, "prime": True, "stage2_pool_sample": 10, **kw})
 

@@ -77,8 +77,8 @@ def campaign_config(prop: str, goal: str, config: str | None = None, **overrides
             raise ValueError(
                 f"--target for dielectric is a number (epsilon), got {goal!r}"
             ) from None
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return LoopConfig.load(config, **{**CAMPAIGN_DEFAULTS[prop], **given, **target})
+    # the campaign's defaults yield to the file, the file to the flags
+    return LoopConfig.load(config, defaults=CAMPAIGN_DEFAULTS[prop], **overrides, **target)
 
 
 def _loop(args: argparse.Namespace) -> int:

@@ -145,8 +145,11 @@ class LoopConfig:
         return asdict(self)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **overrides) -> LoopConfig:
-        """From a TOML (or JSON) file, then ``overrides`` (None values ignored)."""
+    def load(
+        cls, path: str | Path | None = None, defaults: dict | None = None, **overrides
+    ) -> LoopConfig:
+        """``defaults``, then a TOML (or JSON) file over them, then ``overrides`` (None
+        values ignored)."""
         values: dict = {}
         if path is not None:
             path = Path(path)
@@ -162,5 +165,6 @@ class LoopConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown loop setting(s) {unknown} in {path}")
+        values = {**(defaults or {}), **values}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
