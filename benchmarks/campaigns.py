@@ -26,7 +26,7 @@ import pandas as pd
 
 from crysvcd import metrics
 from crysvcd.loop.config import LoopConfig
-from crysvcd.loop.figures import property_histogram
+from crysvcd.loop.figures import property_histogram, usable_values
 
 
 def load(run: Path) -> tuple[LoopConfig, pd.DataFrame, pd.DataFrame]:
@@ -42,9 +42,7 @@ def hits(cfg: LoopConfig, table: pd.DataFrame, target) -> dict:
     if "phonon_stable" in table:
         ph = table["phonon_stable"]
         stable &= ~(ph.notna() & ~ph.astype(str).isin(["True", "1.0"]))
-    value = pd.to_numeric(table.get(target.label), errors="coerce")
-    if target.name == "kappa" and "kappa_reliable" in table:
-        value = value.where(table["kappa_reliable"].astype(str).isin(["True", "1.0"]))
+    value = usable_values(table, target)
     with_value = stable & value.notna()
     hit = pd.Series(target.hit(value), index=table.index) == 1
     s = metrics.share(list(hit[with_value]))
@@ -92,8 +90,8 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         series = {
             "training set": target.bundled()["target_value"].to_numpy(),
-            "unconditioned": pd.to_numeric(table_u.get(target.label), errors="coerce").to_numpy(),
-            "campaign": pd.to_numeric(table_c.get(target.label), errors="coerce").to_numpy(),
+            "unconditioned": usable_values(table_u, target).to_numpy(),
+            "campaign": usable_values(table_c, target).to_numpy(),
         }
         property_histogram(series, target, args.out / f"{target.condition}.png",
                            f"{target.label}: training set, unconditioned, campaign")  # fmt: skip

@@ -28,7 +28,8 @@ _HELP = {
 # property data first; keep what is within 0.1 eV/atom of the hull)
 CAMPAIGN_DEFAULTS = {
     "kappa": {"prime": True, "ehull_threshold": 0.1, "phonons": True},
-    "dielectric": {"prime": True, "ehull_threshold": 0.1, "phonons": False},
+    # epsilon is a property of insulators: ionic compounds only (an alloy is a metal)
+    "dielectric": {"prime": True, "ehull_threshold": 0.1, "phonons": False, "ionic_fraction": 1.0},
 }
 CAMPAIGN_FIELDS = ("target", "direction", "target_value")
 

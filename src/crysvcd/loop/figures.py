@@ -102,9 +102,7 @@ def round_shares(table: pd.DataFrame, target=None) -> pd.DataFrame:
             "sun": stable & unique & novel,
         }
         if target is not None and target.label is not None:
-            value = pd.to_numeric(_col(part, target.label), errors="coerce")
-            if target.name == "kappa":  # imaginary modes make kappa unusable
-                value = value.where(_flag(_col(part, "kappa_reliable", False)))
+            value = usable_values(part, target)
             kept = stable & ~(has_phonon & ~phonon_ok)
             hit = pd.Series(target.hit(value), index=part.index) == 1
             shares["target_hit"] = hit[kept & value.notna()]
@@ -197,6 +195,18 @@ def write_figures(out_dir: Path, store, cfg) -> pd.DataFrame:
     return shares
 
 
+def usable_values(table: pd.DataFrame, target) -> pd.Series:
+    """The target property of each row where it means something: a kappa with imaginary
+    modes is not (they drop out of the RTA sum), nor is a dielectric constant of an alloy
+    (a metal: epsilon diverges, whatever the surrogate, trained on insulators, says)."""
+    value = pd.to_numeric(_col(table, target.label), errors="coerce")
+    if target.name == "kappa":
+        value = value.where(_flag(_col(table, "kappa_reliable", False)))
+    if target.name == "dielectric":
+        value = value.where(_col(table, "kind", "") != "alloy")
+    return value
+
+
 def property_histogram(series: dict, target, path: Path, title: str) -> None:
     """The target property (log10), densities, dashed at the target's threshold (Fig. 4b
     and 4e of the paper)."""
@@ -231,14 +241,19 @@ def write_candidates(out_dir: Path, store, table: pd.DataFrame, target, top: int
             sg = SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_symbol()
         except Exception:
             sg = ""
-        value = pd.to_numeric(pd.Series([row.get(target.label)]), errors="coerce")[0]
-        flags = [
+        value = usable_values(pd.DataFrame([row]), target).iloc[0]
+        flags = (
+            [f"{target.label} not usable: alloy (metallic)"]
+            if (target.name == "dielectric" and row.get("kind") == "alloy")
+            else []
+        )
+        flags += [
             f"{name}: {row[name]}"
             for name in ("ehull_unreliable", "kappa_skipped", "kappa_error", "dielectric_error",
                          "phonon_skipped", "phonon_note")
             if name in row and pd.notna(row[name]) and str(row[name]) not in ("", "False")
         ]  # fmt: skip
-        reliable = bool(row.get("kappa_reliable")) if target.name == "kappa" else pd.notna(value)
+        reliable = pd.notna(value)
         ehull = pd.to_numeric(pd.Series([row.get("e_above_hull")]), errors="coerce")[0]
         stable = _flag(pd.Series([row.get("converged")]))[0] and ehull < STABLE
         phonon = row.get("phonon_stable")
