@@ -239,12 +239,12 @@ def kappa_choice(cfg: LoopConfig, r: int, store) -> tuple[list[str], dict[str, s
 def label_kappa(cfg: LoopConfig, r: int, store, client, extra: dict) -> None:
     """phono3py on the screened crystals of round ``r``; every skip stored with its reason."""
     chosen, skipped = kappa_choice(cfg, r, store)
+    rows = store.rows()
     for key, reason in skipped.items():
-        if store.rows()[key].get("kappa_skipped") != reason:
+        if rows[key].get("kappa_skipped") != reason:
             store.update(key, kappa_skipped=reason)
     log.info("round %d: kappa for %d, %d skipped by the screen", r, len(chosen), len(skipped))
     labeller = Labeller(client, store, cfg, extra, kappa=True)
-    rows = store.rows()
     for key in chosen:
         labeller.offer(key, AseAtomsAdaptor.get_structure(rows[key].toatoms()))
     labeller.collect(block=True)
