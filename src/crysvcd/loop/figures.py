@@ -212,7 +212,9 @@ def property_histogram(series: dict, target, path: Path, title: str) -> None:
     and 4e of the paper)."""
     logs = {k: np.log10(np.clip(np.asarray(v, dtype=float), 1e-3, None)) for k, v in series.items()}
     unit = "W/mK" if target.name == "kappa" else "total epsilon"
-    histogram(logs, path, title, f"log10 {target.label} ({unit})", np.linspace(-2, 3, 51),
+    # kappa spans 0.01-1000 W/mK; epsilon 1-1000
+    bins = np.linspace(-2, 3, 51) if target.name == "kappa" else np.linspace(0, 3, 46)
+    histogram(logs, path, title, f"log10 {target.label} ({unit})", bins,
               float(np.log10(target.threshold())), density=True)  # fmt: skip
 
 
