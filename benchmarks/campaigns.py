@@ -11,7 +11,8 @@ paper's Fig. 4).
 generated, stable (Ehull < 0.1 eV/atom after relaxation, and phonon-stable where phonons
 ran), stable with the property computed, hits, and the hit share with its Wilson 95 %
 interval; the ratio of the campaign's share to the unconditioned one against the issue's
-bar (at least 2x); the campaign's top five candidates; and, in ``--out``, the property's
+bar (at least 2x, and the excess significant: one-sided Fisher exact p < 0.05); the
+campaign's top five candidates; and, in ``--out``, the property's
 distribution for the training set, the unconditioned run and the campaign (PNG + CSV).
 A hit is judged by the campaign's target (``loop.targets``). Asserts nothing.
 """
@@ -23,6 +24,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from scipy.stats import fisher_exact
 
 from crysvcd import metrics
 from crysvcd.loop.config import LoopConfig
@@ -74,11 +76,17 @@ def main() -> None:
     base = out[out.run == "unconditioned"].iloc[0]
     for _, row in out[out.run == "campaign"].iterrows():
         ratio = row["share"] / base["share"] if base["share"] > 0 else float("inf")
+        # a ratio of two small counts means nothing alone: the bar also needs the campaign's
+        # excess to be significant (one-sided Fisher exact test, p < 0.05)
+        table = [[row["hits"], row["with_value"] - row["hits"]],
+                 [base["hits"], base["with_value"] - base["hits"]]]  # fmt: skip
+        p = fisher_exact(table, alternative="greater").pvalue
+        verdict = "met" if ratio >= 2 and p < 0.05 else "not established"
         print(f"campaign round {row['round']}: {row['share']:.3f} "
               f"[{row['lo']:.3f}, {row['hi']:.3f}] (n={row['with_value']}) against "
               f"unconditioned {base['share']:.3f} [{base['lo']:.3f}, {base['hi']:.3f}] "
-              f"(n={base['with_value']}): {ratio:.2f}x; "
-              f"bar 2x {'met' if ratio >= 2 else 'not met'}")  # fmt: skip
+              f"(n={base['with_value']}): {ratio:.2f}x, Fisher p = {p:.2g}; "
+              f"bar 2x {verdict}")  # fmt: skip
     cand = args.campaign / "candidates.csv"
     if cand.exists():
         cols = ["rank", "formula", "space_group", "n_atoms", "e_above_hull", "phonon_stable",
