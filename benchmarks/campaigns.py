@@ -28,7 +28,7 @@ from scipy.stats import fisher_exact
 
 from crysvcd import metrics
 from crysvcd.loop.config import LoopConfig
-from crysvcd.loop.figures import property_histogram, usable_values
+from crysvcd.loop.figures import kept_stable, property_histogram, usable_values
 
 
 def load(run: Path) -> tuple[LoopConfig, pd.DataFrame, pd.DataFrame]:
@@ -36,14 +36,9 @@ def load(run: Path) -> tuple[LoopConfig, pd.DataFrame, pd.DataFrame]:
     return cfg, pd.read_csv(run / "structures.csv"), pd.read_csv(run / "shares.csv")
 
 
-def hits(cfg: LoopConfig, table: pd.DataFrame, target) -> dict:
+def hits(table: pd.DataFrame, target) -> dict:
     """Counts over one round's table, the campaign's ``target`` judging every run."""
-    ehull = pd.to_numeric(table.get("e_above_hull"), errors="coerce")
-    conv = table.get("converged", pd.Series(False, index=table.index))
-    stable = (table.get("status") == "ok") & conv.astype(str).isin(["True", "1.0"]) & (ehull < 0.1)
-    if "phonon_stable" in table:
-        ph = table["phonon_stable"]
-        stable &= ~(ph.notna() & ~ph.astype(str).isin(["True", "1.0"]))
+    stable = kept_stable(table)
     value = usable_values(table, target)
     with_value = stable & value.notna()
     hit = pd.Series(target.hit(value), index=table.index) == 1
@@ -67,9 +62,9 @@ def main() -> None:
     print(f"target {target.condition}: {target.label} {sign} {target.threshold():.3g}; "
           f"MLIP {cfg_c.mlip}")  # fmt: skip
     rows = []
-    for name, cfg, table in [("unconditioned", cfg_u, table_u), ("campaign", cfg_c, table_c)]:
+    for name, table in [("unconditioned", table_u), ("campaign", table_c)]:
         for r, part in table.groupby("round"):
-            rows.append({"run": name, "round": r, **hits(cfg, part, target)})
+            rows.append({"run": name, "round": r, **hits(part, target)})
     out = pd.DataFrame(rows)
     with pd.option_context("display.width", 160, "display.precision", 3):
         print(out.to_string(index=False))

@@ -52,6 +52,11 @@ def cell_formula(cif: str) -> str:
     """Cell formula (unreduced) of a CIF, e.g. ``Fe6O8``, read without parsing the structure."""
     match = _FORMULA_SUM.search(cif)
     comp = Composition(match.group(1)) if match else structure_from_cif(cif).composition
+    return composition_formula(comp)
+
+
+def composition_formula(comp: Composition) -> str:
+    """The cell formula of a composition, integer counts in its own order: ``Fe6O8``."""
     return "".join(f"{el.symbol}{int(round(n))}" for el, n in comp.items())
 
 

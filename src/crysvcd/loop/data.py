@@ -19,14 +19,10 @@ import math
 import pandas as pd
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from crysvcd.datasets import DEV_PERCENT, hash_bucket, training_pool
+from crysvcd.datasets import DEV_PERCENT, composition_formula, hash_bucket, training_pool
 from crysvcd.loop.targets import HIT_COLUMN, Target
 
 LABEL_COLUMN = "stable_label"
-
-
-def _cell_formula(composition) -> str:
-    return "".join(f"{el.symbol}{int(round(n))}" for el, n in composition.items())
 
 
 def labelled_frame(store, threshold: float, target: Target | None = None) -> pd.DataFrame:
@@ -51,7 +47,7 @@ def labelled_frame(store, threshold: float, target: Target | None = None) -> pd.
             {
                 "material_id": key,
                 "cif": structure.to(fmt="cif"),
-                "cell_formula": _cell_formula(structure.composition),
+                "cell_formula": composition_formula(structure.composition),
                 "pretty_formula": structure.composition.reduced_formula,
                 "e_above_hull": ehull,
                 LABEL_COLUMN: float(stable),

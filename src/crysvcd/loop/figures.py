@@ -74,6 +74,15 @@ def _flag(series: pd.Series) -> pd.Series:
     return series.astype(str).str.lower().isin(("true", "1", "1.0"))
 
 
+def kept_stable(table: pd.DataFrame) -> pd.Series:
+    """What a property campaign keeps: relaxed, converged, Ehull < 0.1 eV/atom, and not
+    phonon-unstable where phonons ran."""
+    ehull = pd.to_numeric(_col(table, "e_above_hull"), errors="coerce")
+    stable = (_col(table, "status", "") == "ok") & _flag(_col(table, "converged", False))
+    phonon = _col(table, "phonon_stable")
+    return stable & (ehull < STABLE) & ~(phonon.notna() & ~_flag(phonon))
+
+
 def round_shares(table: pd.DataFrame, target=None) -> pd.DataFrame:
     """Shares per round; with a property ``target`` also ``target_hit``: of the stable
     crystals (Ehull < 0.1, and phonon-stable where phonons ran) whose property was
@@ -103,7 +112,7 @@ def round_shares(table: pd.DataFrame, target=None) -> pd.DataFrame:
         }
         if target is not None and target.label is not None:
             value = usable_values(part, target)
-            kept = stable & ~(has_phonon & ~phonon_ok)
+            kept = kept_stable(part)
             hit = pd.Series(target.hit(value), index=part.index) == 1
             shares["target_hit"] = hit[kept & value.notna()]
             shares["target_hit_of_stable"] = hit[kept]
@@ -233,7 +242,8 @@ def write_candidates(out_dir: Path, store, table: pd.DataFrame, target, top: int
 
     rows, structures = store.rows(), {}
     records = []
-    for _, row in table[_col(table, "status", "") == "ok"].iterrows():
+    kept = kept_stable(table)
+    for i, row in table[_col(table, "status", "") == "ok"].iterrows():
         db = rows.get(row["key"])
         if db is None or not db.natoms:
             continue
@@ -257,7 +267,6 @@ def write_candidates(out_dir: Path, store, table: pd.DataFrame, target, top: int
         ]  # fmt: skip
         reliable = pd.notna(value)
         ehull = pd.to_numeric(pd.Series([row.get("e_above_hull")]), errors="coerce")[0]
-        stable = _flag(pd.Series([row.get("converged")]))[0] and ehull < STABLE
         phonon = row.get("phonon_stable")
         records.append({
             "key": row["key"], "round": row["round"],
@@ -268,7 +277,7 @@ def write_candidates(out_dir: Path, store, table: pd.DataFrame, target, top: int
             "kappa_slack": row.get("kappa_slack"), "value": value,
             "hit": bool(target.hit([value])[0] == 1) if pd.notna(value) else None,
             "reliable": reliable, "flags": "; ".join(flags),
-            "_stable": bool(stable) and str(phonon).lower() not in ("false", "0", "0.0"),
+            "_stable": bool(kept[i]),
         })  # fmt: skip
     if not records:
         return

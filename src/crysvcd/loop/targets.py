@@ -26,7 +26,13 @@ from functools import cache
 import numpy as np
 import pandas as pd
 
-from crysvcd.datasets import DEV_PERCENT, data_path, hash_bucket
+from crysvcd.datasets import (
+    DEV_PERCENT,
+    cell_formula,
+    composition_formula,
+    data_path,
+    hash_bucket,
+)
 
 HIT_COLUMN = "target_label"
 PERCENTILE = {"high": 90.0, "low": 10.0}
@@ -63,9 +69,11 @@ class Target:
 
     def hit(self, values) -> np.ndarray:
         """Per value: 1.0 a hit, 0.0 not, NaN when the value is missing."""
+        return self._beyond(values, self.threshold())
+
+    def _beyond(self, values, threshold: float) -> np.ndarray:
         v = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
-        t = self.threshold()
-        out = (v >= t) if self.direction == "high" else (v <= t)
+        out = (v >= threshold) if self.direction == "high" else (v <= threshold)
         return np.where(np.isfinite(v), out.astype(float), np.nan)
 
     def bundled(self) -> pd.DataFrame:
@@ -94,18 +102,17 @@ class Target:
         """Hit by the percentile within this source (AGL values are on their own scale)."""
         if self.value is not None:
             return self.hit(values)
-        t = np.percentile(values, PERCENTILE[self.direction])
-        return ((values >= t) if self.direction == "high" else (values <= t)).to_numpy(float)
+        return self._beyond(values, np.percentile(values, PERCENTILE[self.direction]))
 
 
 def _rows(formulas, cifs, values, source: str, hits) -> pd.DataFrame:
-    from pymatgen.core import Composition, Structure
+    from pymatgen.core import Composition
 
     if cifs is not None:
-        comps = [Structure.from_str(c, fmt="cif").composition for c in cifs]
+        cell = [cell_formula(c) for c in cifs]
     else:
-        comps = [Composition(f) for f in formulas]
-    cell = ["".join(f"{el.symbol}{int(round(n))}" for el, n in c.items()) for c in comps]
+        cell = [composition_formula(Composition(f)) for f in formulas]
+    comps = [Composition(c) for c in cell]
     ids = [f"{source}-{i}" for i in range(len(comps))]
     return pd.DataFrame(
         {
