@@ -4,9 +4,10 @@ of each round (Fig. 3c), and the throughput of labelling.
     python benchmarks/loop.py compare RUN [RUN ...] [--names A B ...] [--out DIR]
     python benchmarks/loop.py phonons RUN [--per-round 30] [--rounds 0 2] [--workers 2]
     python benchmarks/loop.py throughput [--n 24] [--workers 1 2]
-    python benchmarks/loop.py branch SRC DEST --rounds 1 --config OTHER.toml
+    python benchmarks/loop.py branch SRC DEST --rounds 1 --config OTHER.toml [--finetune]
     python benchmarks/loop.py guidance RUN --round 1 [--n 50] [--workers 2] [--shipped]
     python benchmarks/loop.py formulas RUN --round 1 [--n 1000] [--guidance 0 2]
+    python benchmarks/loop.py screen RUN [RUN ...] [--splits 20] [--train-round 0]
 
 compare: the shares of every round of every run (with Wilson 95 % intervals), and one
   energy-above-hull histogram of all of them beside the training pool's DFT values.
@@ -21,7 +22,8 @@ throughput: labelled structures per minute (relaxation + Ehull) with 1 and 2 Das
 branch: a new run that shares the first ``--rounds`` generated and labelled rounds of SRC
   (copied: folders and database rows) and continues with OTHER.toml's settings, which may
   differ only in what happens after those rounds (the fine-tuning label, epochs, ...): two
-  thresholds compared from the same round 0.
+  thresholds compared from the same round 0. With ``--finetune`` the fine-tune after the
+  last shared round is shared too (copied, when OTHER.toml fine-tunes the same way).
 guidance: Stage II conditioning tested for real: the fine-tuned Stage II of RUN that made
   round ``--round``, on that round's first ``--n`` compositions, sampled with guidance
   toward stable=1 (w = the run's guidance) and without any condition, same seed; both sets
@@ -32,6 +34,11 @@ formulas: what the fine-tuned ionic Stage I of RUN's round ``--round`` learned f
   pool, share among the formulas that were stable in round 0, elements per formula,
   unique; and the KL divergence between the first-token distributions under stable=1
   and stable=0 (how much the condition changes the start of a formula).
+screen: how well the stability screen (evaluate.screen) predicts the label from the
+  formula alone, on every labelled crystal of the given runs (a crystal two runs share is
+  counted once): held-out AUC and the stable share of the best half, third and fifth by
+  score, over ``--splits`` random 75/25 splits; then trained on ``--train-round`` alone
+  (what round 1 of a loop sees) and tested on all later rounds; then its weights.
 Prints every figure; asserts nothing.
 """
 
@@ -218,6 +225,19 @@ def branch(args) -> None:
                 labels = {k: v for k, v in row.key_value_pairs.items() if k != "key"}
                 store.write(key, atoms, **labels)
         state.mark(r, "labelled")
+    if args.finetune:
+        tuning = ("ehull_threshold", "target", "direction", "target_value", "prime",
+                  "finetune_stage1", "finetune_stage2", "stage1_epochs", "stage2_epochs",
+                  "stage1_lr", "stage2_lr", "stage2_pool_sample", "labelled_weight")  # fmt: skip
+        differ = [k for k in tuning if getattr(old, k) != getattr(new, k)]
+        models = json.loads((src / "loop.json").read_text())["models"].get(str(args.rounds))
+        if differ or models is None:
+            raise SystemExit(f"the fine-tune is not shareable: {differ or 'not done in SRC'}")
+        last = f"round_{args.rounds - 1:02d}"
+        shutil.copytree(src / last / "finetune", dest / last / "finetune")
+        state.set_models(args.rounds, {k: v and v.replace(str(src), str(dest))
+                                       for k, v in models.items()})  # fmt: skip
+        state.mark(args.rounds - 1, "finetuned")
     print(f"{dest}: rounds 0-{args.rounds - 1} shared with {src}; "
           f"now: crysvcd loop --config {args.config} --out {dest}")  # fmt: skip
 
@@ -270,6 +290,56 @@ def guidance(args) -> None:
             for k in ("guided stable=1", "unconditioned"))  # fmt: skip
     p = mannwhitneyu(a, b, alternative="less").pvalue
     print(f"Mann-Whitney U, guided Ehull lower than unconditioned: p = {p:.3g}")
+
+
+def screen(args) -> None:
+    from pymatgen.core import Composition
+
+    from crysvcd.evaluate.screen import FEATURES, StabilityScreen, features
+
+    frames = []
+    for run in args.runs:
+        t = pd.read_csv(Path(run) / "structures.csv", low_memory=False, keep_default_na=False)
+        frames.append(t[t["status"].isin(["ok", "failed", "invalid"]) & (t["cell_formula"] != "")])
+    table = pd.concat(frames, ignore_index=True).drop_duplicates(["key", "e_above_hull"])
+    ehull = pd.to_numeric(table["e_above_hull"], errors="coerce")
+    ok = (table["status"] == "ok") & table["converged"].astype(str).isin(["True", "1.0"])
+    y = (ok & (ehull <= args.threshold)).to_numpy(float)
+    rows = zip(table["cell_formula"], table["kind"], table["valence_tokens"])
+    x = np.stack([features(Composition(f), kind, tokens) for f, kind, tokens in rows])
+    print(f"== {len(y)} labelled crystals, {y.mean():.3f} stable (Ehull <= {args.threshold}) ==")
+
+    def scores_of(train, test):
+        s = StabilityScreen.fit(x[train], y[train]).score(x[test])
+        order = np.argsort(-s)
+        top = [y[test][order[: int(len(s) * q)]].mean() for q in (1 / 2, 1 / 3, 1 / 5)]
+        return [_auc(s, y[test]), y[test].mean(), *top]
+
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for _ in range(args.splits):
+        test = np.zeros(len(y), bool)
+        test[rng.permutation(len(y))[: len(y) // 4]] = True
+        rows.append(scores_of(~test, test))
+    head = "AUC  base  best1/2  best1/3  best1/5"
+    print(f"random 75/25 splits ({args.splits}): {head}: "
+          + "  ".join(f"{v:.3f}" for v in np.mean(rows, 0)))  # fmt: skip
+    rounds = table["round"].astype(int).to_numpy()
+    first = rounds == args.train_round
+    print(f"trained on round {args.train_round} ({first.sum()}), tested on later rounds "
+          f"({(rounds > args.train_round).sum()}): {head}: "
+          + "  ".join(f"{v:.3f}" for v in scores_of(first, rounds > args.train_round)))  # fmt: skip
+    fit = StabilityScreen.fit(x, y)
+    weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(FEATURES, fit.weights))
+    print(f"weights on all {len(y)} (standardised): {weights}")
+
+
+def _auc(scores: np.ndarray, y: np.ndarray) -> float:
+    """Mann-Whitney AUC: the chance a stable crystal outscores an unstable one."""
+    from scipy.stats import mannwhitneyu
+
+    pos, neg = scores[y == 1], scores[y == 0]
+    return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
 
 
 def formulas(args) -> None:
@@ -356,14 +426,21 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--guidance", type=float, nargs="+", default=[0.0, 2.0])
+    p = sub.add_parser("screen")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--splits", type=int, default=20)
+    p.add_argument("--train-round", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.1, help="stable: Ehull at most this")
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("branch")
     p.add_argument("src")
     p.add_argument("dest")
     p.add_argument("--rounds", type=int, default=1, help="rounds shared with SRC")
     p.add_argument("--config", required=True)
+    p.add_argument("--finetune", action="store_true", help="share the fine-tune after them")
     args = ap.parse_args()
     sections = {"compare": compare, "phonons": phonons, "throughput": throughput}
-    sections.update(branch=branch, guidance=guidance, formulas=formulas)
+    sections.update(branch=branch, guidance=guidance, formulas=formulas, screen=screen)
     sections[args.section](args)
 
 

@@ -10,7 +10,7 @@ from pymatgen.core import Composition
 from crysvcd.config import FitConfig, Stage1Config, Stage2Config
 from crysvcd.datasets import training_pool
 from crysvcd.loop.config import LoopConfig
-from crysvcd.loop.run import Labeller, run_loop
+from crysvcd.loop.run import Labeller, LoopState, run_loop
 
 from .conftest import TINY_FIT2, TINY_STAGE2
 
@@ -50,7 +50,7 @@ def tiny_loop(models, **kw) -> LoopConfig:
 
 def test_two_rounds_finish_and_resume_without_duplicates(tiny_models, tmp_path, dask_client,
                                                          monkeypatch):  # fmt: skip
-    cfg = tiny_loop(tiny_models)
+    cfg = tiny_loop(tiny_models, screen_factor=3)
     out = tmp_path / "run"
     # the driver dies while round 0 is being generated and labelled ...
     real_offer, calls = Labeller.offer, []
@@ -83,10 +83,18 @@ def test_two_rounds_finish_and_resume_without_duplicates(tiny_models, tmp_path, 
     assert (out / "figures/ehull.png").exists() and (out / "shares.csv").exists()
     run1 = (out / "round_01/generated/run.json").read_text()
     assert "stable=1" in run1 and "round_00/finetune" in run1
+    # five labels cannot fit a stability screen: round 1 went on unscreened
+    assert not (out / "round_01/screen.json").exists()
     # a finished run resumed again does nothing new
     again = run_loop(cfg, out, progress=False, client=dask_client)
     assert len(list(connect(str(out / "labels.db")).select())) == 10
     pd.testing.assert_frame_equal(again, shares)
+    # a finished campaign may go on with more rounds, not with other settings
+    assert LoopState(out, replace(cfg, rounds=3)).data["config"]["rounds"] == 3
+    with pytest.raises(ValueError, match=r"other settings \(n\)"):
+        LoopState(out, replace(cfg, n=6))
+    with pytest.raises(ValueError, match=r"other settings \(rounds\)"):
+        LoopState(out, replace(cfg, rounds=1))
 
 
 def test_a_labelling_failure_is_recorded_and_the_round_goes_on(tiny_models, tmp_path, dask_client):

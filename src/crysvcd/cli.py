@@ -187,6 +187,9 @@ def _generate(args: argparse.Namespace) -> int:
         corrector=args.corrector,
         seed=args.seed,
         formula_temperature=args.formula_temperature,
+        screen=args.screen,
+        screen_factor=args.screen_factor,
+        novel_formulas=args.novel_formulas,
         conditions=list(args.condition or []),
         guidance=args.guidance,
         valence_masks=args.valence_masks,
@@ -364,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Langevin corrector step before each predictor step")  # fmt: skip
     p.add_argument("--formula-temperature", type=float, default=G.formula_temperature,
                    help="Stage I sampling temperature")  # fmt: skip
+    p.add_argument("--screen", help="stability screen (RUN/round_RR/screen.json of a loop): "
+                   "keep the Stage I formulas it rates best")  # fmt: skip
+    p.add_argument("--screen-factor", type=int, default=G.screen_factor,
+                   help="with --screen: Stage I draws this many times --n formulas")  # fmt: skip
+    p.add_argument("--novel-formulas", action="store_true",
+                   help="only Stage I formulas that are not Materials Project entries")  # fmt: skip
     p.add_argument("--condition", action="append", help="NAME=VALUE for conditioned models")
     p.add_argument("--guidance", type=float, default=G.guidance,
                    help="classifier-free guidance w (default: the model's)")  # fmt: skip

@@ -93,6 +93,13 @@ class GenerateConfig:
     # False: Stage I decodes without the valence masks and keeps non-neutral formulas (the
     # unconstrained baseline of the paper's Fig. 3b)
     valence_masks: bool = True
+    # a stability screen (evaluate.screen, JSON): Stage I draws screen_factor times the
+    # formulas needed and the screen keeps the best rated
+    screen: str | None = None
+    screen_factor: int = 5
+    # keep only Stage I formulas that are not Materials Project entries (drawn from
+    # screen_factor times as many)
+    novel_formulas: bool = False
     stage1_ionic: str | None = None  # checkpoints (default: shipped)
     stage1_alloy: str | None = None
     stage2: str | None = None
@@ -102,7 +109,8 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         from crysvcd.evaluate.settings import BACKENDS
 
-        ints = {"samples_per_formula": 1, "candidates": 1, "chunk": 1, "steps": 1}
+        ints = {"samples_per_formula": 1, "candidates": 1, "chunk": 1, "steps": 1,
+                "screen_factor": 1}  # fmt: skip
         if not self.formulas:
             ints["n"] = 1
         for name, low in ints.items():
@@ -117,6 +125,8 @@ class GenerateConfig:
             raise ValueError(f"unknown MLIP {self.rank_mlip!r}; choose from {', '.join(BACKENDS)}")
         if self.guidance is not None and self.guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
+        if (self.screen is not None or self.novel_formulas) and self.formulas:
+            raise ValueError("screen and novel_formulas act on Stage I's formulas: not given ones")
 
 
 PRECISIONS = ("fp32", "tf32", "bf16")

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 SUMMARY_FIELDS = [
     "index", "file", "formula", "cell_formula", "kind", "valence_tokens", "space_group",
     "space_group_number", "density", "n_atoms", "min_distance", "valid", "invalid_reason",
-    "known_match", "mp_formula_known", "candidates", "mlip_energy_per_atom",
+    "known_match", "mp_formula_known", "candidates", "mlip_energy_per_atom", "screen_score",
 ]  # fmt: skip
 
 
@@ -46,6 +46,7 @@ class PlanItem:
     tokens: str
     refused: str = ""  # why this item cannot be generated (then composition may be None)
     label: str = ""  # the formula as given or drawn
+    score: float | None = None  # the stability screen's log-odds, when one chose it
 
 
 def structure_summary(structure: Structure) -> dict:
@@ -132,15 +133,36 @@ def plan(cfg: GenerateConfig, max_atoms: int = 20) -> list[PlanItem]:
             sampler = load_sampler(path, kind)
             known = {s.name for s in sampler.model.properties}
             conds = [c for c in cfg.conditions if c.split("=", 1)[0].strip() in known]
+            widened = cfg.screen or cfg.novel_formulas
+            draws = count * cfg.screen_factor if widened else count
             formulas, _ = sampler.sample(
-                count, cfg.formula_temperature, seed=cfg.seed, conditions=conds,
+                draws, cfg.formula_temperature, seed=cfg.seed, conditions=conds,
                 constrained=cfg.valence_masks, neutral_only=cfg.valence_masks,
             )  # fmt: skip
-            items += [
+            drawn = [
                 PlanItem(f.composition, kind, f.valence_string(), "", f.cell_formula)
                 for f in formulas
             ]
+            if cfg.novel_formulas:
+                from crysvcd.metrics import mp_formula_known
+
+                drawn = [it for it in drawn if not mp_formula_known(it.composition)]
+                if len(drawn) < count:
+                    log.warning("only %d of %d %s formulas drawn are new", len(drawn), draws, kind)
+            items += _screened(drawn, cfg.screen, count) if cfg.screen else drawn[:count]
     return [item for item in items for _ in range(cfg.samples_per_formula)]
+
+
+def _screened(drawn: list[PlanItem], screen_path: str, n: int) -> list[PlanItem]:
+    """The ``n`` drawn formulas the stability screen rates best (distinct ones first)."""
+    from crysvcd.evaluate.screen import StabilityScreen, features, select
+
+    screen = StabilityScreen.load(screen_path)
+    x = np.stack([features(it.composition, it.kind, it.tokens) for it in drawn])
+    scores = screen.score(x)
+    for item, score in zip(drawn, scores):
+        item.score = round(float(score), 4)
+    return [drawn[i] for i in select(scores, [it.label for it in drawn], n)]
 
 
 def prepare_out_dir(out: Path, resume: bool, overwrite: bool, config: dict) -> list[dict]:
@@ -208,6 +230,10 @@ def generate(
         sampler2.model.properties,
     )
     settings = SamplerSettings(steps=cfg.steps, corrector=cfg.corrector, guidance=cfg.guidance)
+    if cfg.screen:  # read before anything is written: a bad file fails here
+        from crysvcd.evaluate.screen import StabilityScreen
+
+        StabilityScreen.load(cfg.screen)
     calculator = None
     if cfg.candidates > 1:  # loaded before anything is written: a missing MLIP fails here
         from crysvcd.evaluate.mlip import get_calculator
@@ -336,6 +362,7 @@ def _row(i: int, item: PlanItem, made: tuple[Structure, float] | None, k: int) -
         "kind": item.kind,
         "valence_tokens": item.tokens,
         "candidates": k,
+        "screen_score": "" if item.score is None else item.score,
     }
     if made is None:
         row.update(valid=False, invalid_reason=f"refused: {item.refused}")

@@ -23,6 +23,8 @@ _HELP = {
     "prime": "fine-tune on the target's bundled labels before round 0 (round 0 conditioned)",
     "kappa_per_round": "phono3py for at most this many crystals per round (best by the screen)",
     "kappa_budget": "phono3py wall-time budget per crystal, s",
+    "screen_factor": "from round 1: Stage I draws this many times n formulas and a stability "
+    "screen fitted on the labels so far keeps the best n (1: no screen)",
 }
 # what `crysvcd campaign` sets unless told otherwise (the paper's recipe: fine-tune on the
 # property data first; keep what is within 0.1 eV/atom of the hull)

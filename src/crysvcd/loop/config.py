@@ -25,6 +25,8 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
 from crysvcd.evaluate.settings import BACKENDS
 
 TARGETS = ("stability", "kappa", "dielectric")
+# what a run made before a setting existed did, in that setting's terms (resume compares them)
+BEFORE = {"screen_factor": 1}
 
 
 @dataclass
@@ -53,6 +55,11 @@ class LoopConfig:
     stage1_alloy: str | None = None
     stage2: str | None = None
     device: str = "cpu"  # Stage II sampling
+    # > 1: from round 1 on, Stage I draws this many times n formulas and a stability screen
+    # fitted on the labels so far (evaluate.screen) keeps the n it rates best; 1: no screen.
+    # The screen is what raised the stable share here, the fine-tunes alone did not (README)
+    screen_factor: int = 5
+    novel_formulas: bool = False  # every round: only formulas that are not MP entries
     # labels (crysvcd evaluate's settings)
     mlip: str = "sevennet"
     fmax: float = 0.01
@@ -87,7 +94,7 @@ class LoopConfig:
         positive = (
             "rounds", "n", "diffusion_steps", "candidates", "relax_steps", "workers",
             "stage1_epochs", "stage2_epochs", "labelled_weight", "phonon_max_atoms",
-            "kappa_per_round",
+            "kappa_per_round", "screen_factor",
         )  # fmt: skip
         for name in positive:
             value = getattr(self, name)

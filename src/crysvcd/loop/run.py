@@ -35,7 +35,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from pymatgen.core import Structure
+import numpy as np
+import pandas as pd
+from pymatgen.core import Composition, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd.config import GenerateConfig
@@ -43,7 +45,7 @@ from crysvcd.datasets import hash_bucket
 from crysvcd.evaluate.runner import Job, load_structures, plan, record
 from crysvcd.evaluate.settings import EvaluateConfig, KappaSettings, PhononSettings
 from crysvcd.evaluate.store import ResultStore
-from crysvcd.loop.config import LoopConfig
+from crysvcd.loop.config import BEFORE, LoopConfig
 from crysvcd.runinfo import atomic_write_text, versions
 
 log = logging.getLogger(__name__)
@@ -57,13 +59,16 @@ class LoopState:
         self.path = out_dir / "loop.json"
         if self.path.exists():
             data = json.loads(self.path.read_text())
-            # a setting added after the run was made counts as that setting's default
-            stored = {**LoopConfig().to_dict(), **data["config"]}
+            # a setting added after the run was made counts as what the run did without it
+            stored = {**LoopConfig().to_dict(), **BEFORE, **data["config"]}
             differ = sorted(k for k, v in cfg.to_dict().items() if stored.get(k) != v)
+            if differ == ["rounds"] and cfg.rounds > stored["rounds"]:
+                differ = []  # more rounds: a finished campaign goes on where it stopped
+                data["config"]["rounds"] = cfg.rounds
             if differ:
                 raise ValueError(
                     f"{out_dir} holds a loop run with other settings ({', '.join(differ)}): "
-                    "resume it with the same settings or choose another --out"
+                    "resume it with the same settings (or more rounds) or choose another --out"
                 )
             self.data = data
         else:
@@ -108,9 +113,14 @@ def evaluate_config(cfg: LoopConfig, phonons: bool, kappa: bool = False) -> Eval
     )
 
 
-def generate_config(cfg: LoopConfig, r: int, models: dict) -> GenerateConfig:
+def generate_config(
+    cfg: LoopConfig, r: int, models: dict, screen: Path | None = None
+) -> GenerateConfig:
     conditioned = (r > 0 or cfg.prime) and cfg.valence_masks
     return GenerateConfig(
+        screen=str(screen) if screen else None,
+        screen_factor=cfg.screen_factor,
+        novel_formulas=cfg.novel_formulas,
         n=cfg.n,
         ionic_fraction=cfg.ionic_fraction,
         candidates=cfg.candidates,
@@ -182,10 +192,45 @@ class Labeller:
         log.info("labelled %s: %s (%d done)", job.key, labels.get("status", "ok"), self.finished)
 
 
+def fit_screen(cfg: LoopConfig, r: int, out_dir: Path, store) -> Path | None:
+    """``RUN/round_RR/screen.json``: the stability screen of round ``r``, fitted on every
+    crystal of the rounds before it (stable: converged, Ehull <= the threshold; a failed
+    or invalid structure counts as unstable). Fitted once: a resumed round reuses it, so
+    its plan is the one it started with. None (no screen this round) when the labels so far
+    cannot fit one."""
+    from crysvcd.evaluate.screen import StabilityScreen, features
+    from crysvcd.loop.figures import _col, _flag, structure_table
+
+    if cfg.screen_factor == 1 or r == 0 or not cfg.valence_masks:
+        return None
+    path = out_dir / f"round_{r:02d}" / "screen.json"
+    if path.exists():
+        return path
+    table = structure_table(out_dir, store)
+    labelled = _col(table, "status", "").isin(["ok", "failed", "invalid"])
+    table = table[labelled & (table["round"] < r) & (table["cell_formula"] != "")]
+    ehull = pd.to_numeric(_col(table, "e_above_hull"), errors="coerce")
+    stable = (table["status"] == "ok") & _flag(_col(table, "converged", False))
+    y = (stable & (ehull <= cfg.ehull_threshold)).to_numpy()
+    x = [
+        features(Composition(f), kind, tokens)
+        for f, kind, tokens in zip(table["cell_formula"], table["kind"], table["valence_tokens"])
+    ]  # fmt: skip
+    try:
+        screen = StabilityScreen.fit(np.array(x).reshape(len(x), -1), y.astype(float))
+    except ValueError as exc:  # too few labels, or all of one kind: this round goes unscreened
+        log.warning("round %d: no stability screen (%s)", r, exc)
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    screen.save(path)
+    log.info("round %d: stability screen fitted on %d crystals (%d stable)", r, len(y), y.sum())
+    return path
+
+
 def generate_and_label(cfg: LoopConfig, r: int, out_dir: Path, store, client, models, progress):
     from crysvcd.pipeline import generate
 
-    gen_cfg = generate_config(cfg, r, models)
+    gen_cfg = generate_config(cfg, r, models, fit_screen(cfg, r, out_dir, store))
     gen_dir = out_dir / f"round_{r:02d}" / "generated"
     gen_dir.parent.mkdir(parents=True, exist_ok=True)
     extra = {
@@ -297,7 +342,7 @@ def finetune(cfg: LoopConfig, folder: Path, seed: int, store, models: dict) -> d
 
 def run_loop(
     cfg: LoopConfig, out_dir: str | Path, progress: bool = True, client=None
-) -> pd.DataFrame:  # noqa: F821
+) -> pd.DataFrame:
     """Run (or resume) the loop in ``out_dir``; returns the table of shares per round."""
     from crysvcd.evaluate.cluster import close_client, start_client
     from crysvcd.loop.figures import write_figures
