@@ -90,7 +90,34 @@ def compare(args) -> None:
     out.to_csv(dest / "loop_shares.csv", index=False)
     series["training pool (MP, DFT)"] = pool_frame(0.0)["e_above_hull"].to_numpy()
     ehull_histogram(series, dest / "loop_ehull.png", "Energy above the hull: campaigns compared")
-    print(f"wrote {dest / 'loop_shares.csv'} and {dest / 'loop_ehull.png'}")
+    rounds_plot(out, dest / "loop_rounds.png")
+    print(f"wrote {dest / 'loop_shares.csv'}, {dest / 'loop_ehull.png'} and "
+          f"{dest / 'loop_rounds.png'}")  # fmt: skip
+
+
+def rounds_plot(shares: pd.DataFrame, path: Path, share: str = "ehull_below_0.1") -> None:
+    """The stable share of every round of every run, with its Wilson interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    runs = list(dict.fromkeys(shares["run"]))
+    for k, name in enumerate(runs):
+        part = shares[shares["run"] == name]
+        x = part["round"].to_numpy() + 0.06 * (k - (len(runs) - 1) / 2)  # side by side
+        y = 100 * part[share].to_numpy()
+        err = [y - 100 * part[f"{share}_lo"].to_numpy(), 100 * part[f"{share}_hi"].to_numpy() - y]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name)
+    ax.set_xlabel("round")
+    ax.set_ylabel("generated crystals with Ehull < 0.1 eV/atom (%)")
+    ax.set_xticks(sorted(set(shares["round"])))
+    ax.set_title("Stable share per round (Wilson 95 % intervals, 100 crystals each)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def phonons(args) -> None:
@@ -211,6 +238,7 @@ def branch(args) -> None:
     dest.mkdir(parents=True)
     state = LoopState(dest, new)
     store, source = ResultStore(dest / "labels.db"), ResultStore(src / "labels.db")
+    source_models = json.loads((src / "loop.json").read_text())["models"]
     for r in range(args.rounds):
         if (
             not json.loads((src / "loop.json").read_text())["rounds"]
@@ -225,12 +253,14 @@ def branch(args) -> None:
                 labels = {k: v for k, v in row.key_value_pairs.items() if k != "key"}
                 store.write(key, atoms, **labels)
         state.mark(r, "labelled")
+        if r > 0:  # the models that made a shared round are those of SRC
+            state.set_models(r, source_models[str(r)])
     if args.finetune:
         tuning = ("ehull_threshold", "target", "direction", "target_value", "prime",
                   "finetune_stage1", "finetune_stage2", "stage1_epochs", "stage2_epochs",
                   "stage1_lr", "stage2_lr", "stage2_pool_sample", "labelled_weight")  # fmt: skip
         differ = [k for k in tuning if getattr(old, k) != getattr(new, k)]
-        models = json.loads((src / "loop.json").read_text())["models"].get(str(args.rounds))
+        models = source_models.get(str(args.rounds))
         if differ or models is None:
             raise SystemExit(f"the fine-tune is not shareable: {differ or 'not done in SRC'}")
         last = f"round_{args.rounds - 1:02d}"
