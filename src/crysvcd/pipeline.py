@@ -157,6 +157,8 @@ def _screened(drawn: list[PlanItem], screen_path: str, n: int) -> list[PlanItem]
     """The ``n`` drawn formulas the stability screen rates best (distinct ones first)."""
     from crysvcd.evaluate.screen import StabilityScreen, features, select
 
+    if not drawn:
+        return []
     screen = StabilityScreen.load(screen_path)
     x = np.stack([features(it.composition, it.kind, it.tokens) for it in drawn])
     scores = screen.score(x)

@@ -2,7 +2,8 @@
 
 One round:
 1. generate ``n`` crystals with this round's models (Stage I + II; from round 1 on
-   conditioned on ``stable=1``, Stage II with classifier-free guidance);
+   conditioned on ``stable=1``, Stage II with classifier-free guidance, and Stage I's
+   formulas picked by a stability screen fitted on the labels so far: ``fit_screen``);
 2. label them while generation is still running: each structure goes to a Dask worker
    as soon as it is written (relaxation, energy above the MP hull; phonons for the crystals
    under ``phonon_ehull_max``, or a fixed share of them);
@@ -215,7 +216,7 @@ def fit_screen(cfg: LoopConfig, r: int, out_dir: Path, store) -> Path | None:
     x = [
         features(Composition(f), kind, tokens)
         for f, kind, tokens in zip(table["cell_formula"], table["kind"], table["valence_tokens"])
-    ]  # fmt: skip
+    ]
     try:
         screen = StabilityScreen.fit(np.array(x).reshape(len(x), -1), y.astype(float))
     except ValueError as exc:  # too few labels, or all of one kind: this round goes unscreened
