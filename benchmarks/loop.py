@@ -323,21 +323,15 @@ def guidance(args) -> None:
 
 
 def screen(args) -> None:
-    from pymatgen.core import Composition
+    from crysvcd.evaluate.screen import FEATURES, StabilityScreen
+    from crysvcd.loop.run import screen_data
 
-    from crysvcd.evaluate.screen import FEATURES, StabilityScreen, features
-
-    frames = []
-    for run in args.runs:
-        t = pd.read_csv(Path(run) / "structures.csv", low_memory=False, keep_default_na=False)
-        frames.append(t[t["status"].isin(["ok", "failed", "invalid"]) & (t["cell_formula"] != "")])
+    frames = [pd.read_csv(Path(run) / "structures.csv", low_memory=False, keep_default_na=False)
+              for run in args.runs]  # fmt: skip
     table = pd.concat(frames, ignore_index=True).drop_duplicates(["key", "e_above_hull"])
-    ehull = pd.to_numeric(table["e_above_hull"], errors="coerce")
-    ok = (table["status"] == "ok") & table["converged"].astype(str).isin(["True", "1.0"])
-    y = (ok & (ehull <= args.threshold)).to_numpy(float)
-    rows = zip(table["cell_formula"], table["kind"], table["valence_tokens"])
-    x = np.stack([features(Composition(f), kind, tokens) for f, kind, tokens in rows])
-    print(f"== {len(y)} labelled crystals, {y.mean():.3f} stable (Ehull <= {args.threshold}) ==")
+    table = table[table["status"].isin(["ok", "failed", "invalid"]) & (table["cell_formula"] != "")]
+    x, y = screen_data(table, args.threshold)
+    print(f"== {len(y)} labelled crystals, {y.mean():.3f} stable (Ehull < {args.threshold}) ==")
 
     def scores_of(train, test):
         s = StabilityScreen.fit(x[train], y[train]).score(x[test])
@@ -460,7 +454,7 @@ def main() -> None:
     p.add_argument("runs", nargs="+")
     p.add_argument("--splits", type=int, default=20)
     p.add_argument("--train-round", type=int, default=0)
-    p.add_argument("--threshold", type=float, default=0.1, help="stable: Ehull at most this")
+    p.add_argument("--threshold", type=float, default=0.1, help="stable: Ehull below this")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("branch")
     p.add_argument("src")

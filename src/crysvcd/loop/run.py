@@ -193,14 +193,27 @@ class Labeller:
         log.info("labelled %s: %s (%d done)", job.key, labels.get("status", "ok"), self.finished)
 
 
+def screen_data(table: pd.DataFrame, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptors and 0/1 labels of the labelled crystals of a structure table
+    (``structures.csv``): stable as a campaign keeps it, with Ehull below ``threshold``; a
+    failed or invalid structure counts as unstable."""
+    from crysvcd.evaluate.screen import features
+    from crysvcd.loop.figures import _col, kept_stable
+
+    labelled = _col(table, "status", "").isin(["ok", "failed", "invalid"])
+    table = table[labelled & (table["cell_formula"] != "")]
+    rows = zip(table["cell_formula"], table["kind"], table["valence_tokens"])
+    x = [features(Composition(f), kind, tokens) for f, kind, tokens in rows]
+    return np.array(x).reshape(len(x), -1), kept_stable(table, threshold).to_numpy(float)
+
+
 def fit_screen(cfg: LoopConfig, r: int, out_dir: Path, store) -> Path | None:
     """``RUN/round_RR/screen.json``: the stability screen of round ``r``, fitted on every
-    crystal of the rounds before it (stable: converged, Ehull <= the threshold; a failed
-    or invalid structure counts as unstable). Fitted once: a resumed round reuses it, so
-    its plan is the one it started with. None (no screen this round) when the labels so far
-    cannot fit one."""
-    from crysvcd.evaluate.screen import StabilityScreen, features
-    from crysvcd.loop.figures import _col, _flag, structure_table
+    crystal of the rounds before it (``screen_data``). Fitted once: a resumed round reuses
+    it, so its plan is the one it started with. None (no screen this round) when the labels
+    so far cannot fit one."""
+    from crysvcd.evaluate.screen import StabilityScreen
+    from crysvcd.loop.figures import structure_table
 
     if cfg.screen_factor == 1 or r == 0 or not cfg.valence_masks:
         return None
@@ -208,17 +221,9 @@ def fit_screen(cfg: LoopConfig, r: int, out_dir: Path, store) -> Path | None:
     if path.exists():
         return path
     table = structure_table(out_dir, store)
-    labelled = _col(table, "status", "").isin(["ok", "failed", "invalid"])
-    table = table[labelled & (table["round"] < r) & (table["cell_formula"] != "")]
-    ehull = pd.to_numeric(_col(table, "e_above_hull"), errors="coerce")
-    stable = (table["status"] == "ok") & _flag(_col(table, "converged", False))
-    y = (stable & (ehull <= cfg.ehull_threshold)).to_numpy()
-    x = [
-        features(Composition(f), kind, tokens)
-        for f, kind, tokens in zip(table["cell_formula"], table["kind"], table["valence_tokens"])
-    ]
+    x, y = screen_data(table[table["round"] < r], cfg.ehull_threshold)
     try:
-        screen = StabilityScreen.fit(np.array(x).reshape(len(x), -1), y.astype(float))
+        screen = StabilityScreen.fit(x, y)
     except ValueError as exc:  # too few labels, or all of one kind: this round goes unscreened
         log.warning("round %d: no stability screen (%s)", r, exc)
         return None
