@@ -18,18 +18,20 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from pymatgen.core import Structure
 
 from crysvcd import geometry
 from crysvcd.evaluate.relax import RelaxationFailed, RelaxResult
+from crysvcd.evaluate.settings import BATCHED
 
-BATCHED = ("sevennet", "sevennet-l3i5", "sevennet-mf0")
 
-
+@cache
 def torch_sim_model(name: str, device: str = "cpu"):
-    """torch-sim's SevenNet wrapper around the same weights as ``mlip.get_calculator``."""
+    """torch-sim's SevenNet wrapper around the same weights as ``mlip.get_calculator``; one
+    per backend and device (a Dask worker loads it once)."""
     if name not in BATCHED:
         raise ValueError(f"no batched path for {name!r} (batched: {', '.join(BATCHED)})")
     import sevenn.calculator
@@ -41,10 +43,10 @@ def torch_sim_model(name: str, device: str = "cpu"):
         sevenn.calculator.torch_script_type = torch.jit.ScriptModule
     from torch_sim.models.sevennet import SevenNetModel
 
-    from crysvcd.evaluate.mlip import get_calculator
+    from crysvcd.evaluate.mlip import get_calculator, mlip_device
 
-    calc = get_calculator(name)
-    return SevenNetModel(model=calc.model, modal=calc.modal, device=device)
+    calc = get_calculator(name, device=device)
+    return SevenNetModel(model=calc.model, modal=calc.modal, device=mlip_device(device))
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pymatgen.core import Structure
 
 from crysvcd.evaluate.hull import corrected_formation_energy, e_above_hull, unreliable
 from crysvcd.evaluate.kappa_plan import KappaSkipped
-from crysvcd.evaluate.relax import relax
+from crysvcd.evaluate.relax import RelaxResult, relax
 from crysvcd.evaluate.settings import EvaluateConfig, PhononSettings
 
 ENERGY_RANGE = (-15.0, 5.0)  # eV/atom: outside, an MLIP artefact (measured pool: -10.6..0)
@@ -44,6 +44,11 @@ def relax_labels(
     """Relaxation, energy and (with ``cfg.ehull``) energy above the hull. Raises when the
     relaxation fails or its energy is unphysical: there is then nothing to label."""
     r = relax(structure, calculator, cfg.fmax, cfg.relax_steps, cfg.optimizer, cfg.timeout)
+    return result_labels(r, cfg), r.structure
+
+
+def result_labels(r: RelaxResult, cfg: EvaluateConfig) -> dict:
+    """The labels of a finished relaxation, by either path (ASE or batched)."""
     per_atom = r.energy / len(r.structure)
     if not ENERGY_RANGE[0] <= per_atom <= ENERGY_RANGE[1]:
         raise UnphysicalLabel(
@@ -72,7 +77,7 @@ def relax_labels(
             labels["stable"] = bool(r.converged and ehull < 0.1)
         except Exception as exc:
             labels["ehull_error"] = error_text(exc)
-    return labels, r.structure
+    return labels
 
 
 def phonon_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculator) -> dict:
@@ -115,7 +120,7 @@ def kappa_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculator
     from crysvcd.evaluate.mlip import get_calculator
 
     if cfg.kappa_mlip not in (None, cfg.mlip):
-        calculator = get_calculator(cfg.kappa_mlip)
+        calculator = get_calculator(cfg.kappa_mlip, device=cfg.device)
 
     # Its own symmetry-keeping tight relaxation: a slightly broken symmetry multiplies the
     # number of displaced supercells.
@@ -154,20 +159,69 @@ def label_structure(
     calculator: Calculator | None = None,
 ) -> tuple[dict, Structure | None]:
     """The labels of ``steps`` for one structure (``relaxed`` and ``known``: a stored
-    relaxation and its labels to build on when "relax" is not among the steps). The one
-    place that fixes the order of the labels. Never raises: a failed relaxation gives
-    ``status="failed"`` with the reason."""
+    relaxation and its labels to build on when "relax" is not among the steps). Never
+    raises: a failed relaxation gives ``status="failed"`` with the reason."""
     from crysvcd.evaluate.mlip import get_calculator
 
     start = time.perf_counter()
     labels: dict = {}
     try:
-        calc = calculator or get_calculator(cfg.mlip, cfg.model_path)
+        calc = calculator or get_calculator(cfg.mlip, cfg.model_path, cfg.device)
         if "relax" in steps:
             relax_out, relaxed = relax_labels(structure, cfg, calc)
             labels.update(relax_out, status="ok", relax_settings=cfg.signature("relax"))
     except Exception as exc:
         return {"status": "failed", "error": error_text(exc)}, None
+    return _later_steps(labels, relaxed, cfg, steps, known, calc, start), relaxed
+
+
+def label_batch(
+    structures: list[Structure], cfg: EvaluateConfig, steps: list[tuple[str, ...]]
+) -> list[tuple[dict, Structure | None]]:
+    """``label_structure`` for fresh structures whose relaxations run together in one
+    torch-sim batch (``batched.relax_batched``, SevenNet models); every later step runs per
+    structure as there. One result per structure, in order; never raises."""
+    from crysvcd.evaluate.batched import relax_batched, torch_sim_model
+    from crysvcd.evaluate.mlip import check_supported_elements, get_calculator
+
+    start = time.perf_counter()
+    try:
+        calc = get_calculator(cfg.mlip, cfg.model_path, cfg.device)
+        model = torch_sim_model(cfg.mlip, cfg.device)
+    except Exception as exc:
+        return [({"status": "failed", "error": error_text(exc)}, None) for _ in structures]
+    refused: dict[int, Exception] = {}
+    for i, s in enumerate(structures):
+        try:  # an element the model lacks would fail the whole batch: refuse it alone
+            check_supported_elements(s, calc)
+        except Exception as exc:
+            refused[i] = exc
+    todo = [i for i in range(len(structures)) if i not in refused]
+    try:
+        relaxed = dict(zip(todo, relax_batched(
+            [structures[i] for i in todo], model, cfg.fmax, cfg.relax_steps, cfg.timeout
+        )))  # fmt: skip
+    except Exception as exc:  # the batch itself broke: every structure records why
+        relaxed = {i: exc for i in todo}
+    out = []
+    for i in range(len(structures)):
+        r = refused.get(i) or relaxed[i]
+        try:
+            if isinstance(r, Exception):
+                raise r
+            labels = {**result_labels(r, cfg), "status": "ok"}
+        except Exception as exc:
+            out.append(({"status": "failed", "error": error_text(exc)}, None))
+            continue
+        labels["relax_settings"] = cfg.signature("relax")
+        out.append((_later_steps(labels, r.structure, cfg, steps[i], {}, calc, start),
+                    r.structure))  # fmt: skip
+    return out
+
+
+def _later_steps(labels, relaxed, cfg, steps, known, calc, start) -> dict:
+    """Every step after the relaxation, in ``STEPS`` order (the one place that fixes it);
+    a step's failure is its ``<step>_error``, never an exception."""
     for step in steps:
         if step == "relax":
             continue
@@ -178,7 +232,7 @@ def label_structure(
             labels.update(RUNS[step](relaxed, cfg, calc))
         labels[f"{step}_settings"] = cfg.signature(step)
     labels["seconds"] = round(time.perf_counter() - start, 2)
-    return labels, relaxed
+    return labels
 
 
 def _phonons_wanted(labels: dict, cfg: EvaluateConfig) -> bool:

@@ -33,20 +33,20 @@ class BackendUnavailable(RuntimeError):
 
 
 @cache
-def _cached(name: str, model_path: str | None) -> Calculator:
+def _cached(name: str, model_path: str | None, device: str) -> Calculator:
     if name in _SEVENNET:
         try:
             from sevenn.calculator import SevenNetCalculator
         except ImportError as exc:
             raise BackendUnavailable(f"{name} needs 'pip install sevenn' (crysvcd[mlip])") from exc
         model, modal = _SEVENNET[name]
-        return SevenNetCalculator(model_path or model, device="cpu", modal=modal)
+        return SevenNetCalculator(model_path or model, device=device, modal=modal)
     if name == "chgnet":
         try:
             from chgnet.model.dynamics import CHGNetCalculator
         except ImportError as exc:
             raise BackendUnavailable("chgnet needs 'pip install chgnet'") from exc
-        return CHGNetCalculator(use_device="cpu")
+        return CHGNetCalculator(use_device=device)
     if name == "mattersim":
         if not model_path or not Path(model_path).exists():
             raise BackendUnavailable(
@@ -56,17 +56,28 @@ def _cached(name: str, model_path: str | None) -> Calculator:
             from mattersim.forcefield import MatterSimCalculator
         except ImportError as exc:
             raise BackendUnavailable("mattersim needs 'pip install mattersim'") from exc
-        return MatterSimCalculator(load_path=str(model_path), device="cpu")
+        return MatterSimCalculator(load_path=str(model_path), device=device)
     from ase.calculators.emt import EMT
 
     return EMT()
 
 
-def get_calculator(name: str = "sevennet", model_path: str | Path | None = None) -> Calculator:
-    """An ASE calculator for ``name``; one instance per backend and weights file."""
+def get_calculator(
+    name: str = "sevennet", model_path: str | Path | None = None, device: str = "cpu"
+) -> Calculator:
+    """An ASE calculator for ``name`` on ``device`` (cpu, cuda, cuda:N, auto); one instance
+    per backend, weights file and device."""
     if name not in BACKENDS:
         raise ValueError(f"unknown MLIP {name!r}; choose from {', '.join(BACKENDS)}")
-    return _cached(name, str(model_path) if model_path else None)
+    return _cached(name, str(model_path) if model_path else None, mlip_device(device))
+
+
+def mlip_device(name: str) -> str:
+    """The device an MLIP runs on: ``auto`` -> cuda when present; cuda asked for but absent
+    -> cpu, with a warning (``training.resolve_device``)."""
+    from crysvcd.training import resolve_device
+
+    return str(resolve_device(name))
 
 
 def supported_numbers(calculator: Calculator) -> set[int] | None:

@@ -23,7 +23,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from tqdm import tqdm
 
 from crysvcd import geometry
-from crysvcd.evaluate.labels import EvaluateConfig, error_text, label_structure
+from crysvcd.evaluate.labels import EvaluateConfig, error_text, label_batch, label_structure
 from crysvcd.evaluate.store import ResultStore
 from crysvcd.runinfo import atomic_write_text, write_run_record
 
@@ -157,33 +157,49 @@ def record(store: ResultStore, job: Job, labels: dict, relaxed: Structure | None
         store.update(job.key, **labels)
 
 
+def submit(client, jobs: list[Job], cfg: EvaluateConfig) -> dict:
+    """Submit ``jobs`` to the Dask cluster; returns {future: [jobs]}. With
+    ``cfg.relax_batch`` > 1, fresh relaxations go together in groups of that size (one
+    ``label_batch`` task each, one torch-sim batch); everything else one job per task."""
+    grouped = [j for j in jobs if cfg.relax_batch > 1 and "relax" in j.steps]
+    single = [j for j in jobs if not (cfg.relax_batch > 1 and "relax" in j.steps)]
+    futures = {}
+    for i in range(0, len(grouped), cfg.relax_batch):
+        group = grouped[i : i + cfg.relax_batch]
+        future = client.submit(
+            label_batch, [j.structure for j in group], cfg, [j.steps for j in group],
+            key=f"label-batch-{group[0].key}-{len(group)}", pure=False,
+        )  # fmt: skip
+        futures[future] = group
+    for job in single:
+        future = client.submit(
+            label_structure, job.structure, cfg, job.steps, job.structure, job.known,
+            key=f"label-{job.key}-{'+'.join(job.steps)}", pure=False,
+        )  # fmt: skip
+        futures[future] = [job]
+    return futures
+
+
+def results(future, group: list[Job]) -> list[tuple[Job, dict, Structure | None]]:
+    """(job, labels, relaxed) for each job of a finished task; a task whose worker died
+    (``KilledWorker``) gives a failure for each of its jobs."""
+    try:
+        out = future.result()
+    except Exception as exc:
+        labels = {"status": "failed", "error": f"worker: {error_text(exc)}"}
+        return [(j, labels if "relax" in j.steps else {f"{j.steps[0]}_error": labels["error"]},
+                 None) for j in group]  # fmt: skip
+    out = out if isinstance(out, list) else [out]
+    return [(j, labels, relaxed) for j, (labels, relaxed) in zip(group, out)]
+
+
 def run_jobs(client, jobs: list[Job], cfg: EvaluateConfig):
-    """Submit every job to the Dask cluster; yield (job, labels, relaxed) as each finishes.
-    A task whose worker died (``KilledWorker``) is yielded as a failure."""
+    """Submit every job (``submit``); yield (job, labels, relaxed) as each finishes."""
     from distributed import as_completed
 
-    futures = {}
-    for job in jobs:
-        future = client.submit(
-            label_structure,
-            job.structure,
-            cfg,
-            job.steps,
-            job.structure,
-            job.known,
-            key=f"label-{job.key}-{'+'.join(job.steps)}",
-            pure=False,
-        )
-        futures[future] = job
+    futures = submit(client, jobs, cfg)
     for future in as_completed(futures):
-        job = futures.pop(future)
-        try:
-            labels, relaxed = future.result()
-        except Exception as exc:
-            labels, relaxed = {"status": "failed", "error": f"worker: {error_text(exc)}"}, None
-            if "relax" not in job.steps:
-                labels = {f"{job.steps[0]}_error": labels["error"]}
-        yield job, labels, relaxed
+        yield from results(future, futures.pop(future))
 
 
 def evaluate(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 BACKENDS = ("sevennet", "sevennet-l3i5", "sevennet-mf0", "chgnet", "mattersim", "emt")
+BATCHED = ("sevennet", "sevennet-l3i5", "sevennet-mf0")  # torch-sim has their model interface
 OPTIMIZERS = ("FIRE", "BFGS")
 STEPS = ("relax", "phonons", "kappa", "dielectric")
 
@@ -114,10 +115,25 @@ class EvaluateConfig:
     kappa_settings: KappaSettings = field(default_factory=KappaSettings)
     dielectric: bool = False  # e3nn surrogate on the relaxed structure (no MLIP involved)
     dielectric_checkpoint: str | None = None  # None: the shipped model
+    # Where the MLIP runs: cpu, cuda, cuda:N or auto (CUDA when present). Results agree to
+    # float noise, so the device is not part of a label's settings signature.
+    device: str = "cpu"
+    # Fresh relaxations go to a worker in groups of this many and are relaxed together by
+    # torch-sim (one model call per FIRE step for the group; ``batched.py``), SevenNet
+    # models only. 1: one ASE relaxation at a time. Same convergence rule either way, so
+    # not part of the signature either.
+    relax_batch: int = 1
 
     def __post_init__(self) -> None:
         if self.mlip not in BACKENDS:
             raise ValueError(f"unknown MLIP {self.mlip!r}; choose from {', '.join(BACKENDS)}")
+        if self.relax_batch < 1:
+            raise ValueError(f"relax_batch must be >= 1, got {self.relax_batch}")
+        if self.relax_batch > 1 and self.mlip not in BATCHED:
+            raise ValueError(f"relax_batch > 1 needs a SevenNet MLIP ({', '.join(BATCHED)}); "
+                             f"{self.mlip!r} relaxes one structure at a time")  # fmt: skip
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         for name in ("fmax", "phonon_fmax"):

@@ -17,6 +17,8 @@ _HELP = {
     "phonon_ehull_max": "phonons only below this Ehull, eV/atom",
     "phonon_share": "share of those that get phonons (fixed by a hash of the key)",
     "workers": "Dask worker processes on this machine",
+    "label_device": "where the MLIP runs: cpu, cuda, cuda:N or auto",
+    "relax_batch": "relax this many structures at once with torch-sim (SevenNet; 1: ASE)",
     "scheduler": "address of a running Dask scheduler (tcp://host:8786)",
     "labelled_weight": "copies of each labelled crystal in the fine-tuning data",
     "stage2_pool_sample": "pool crystals beside the labelled ones in the Stage II fine-tune",

@@ -22,7 +22,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
-from crysvcd.evaluate.settings import BACKENDS
+from crysvcd.evaluate.settings import BACKENDS, BATCHED
 
 TARGETS = ("stability", "kappa", "dielectric")
 # what a run made before a setting existed did, in that setting's terms (resume compares them)
@@ -75,6 +75,8 @@ class LoopConfig:
     kappa_per_round: int = 5
     kappa_budget: float = 600.0
     kappa_mlip: str | None = "sevennet-l3i5"  # None: the relaxation's MLIP
+    label_device: str = "cpu"  # where the MLIP runs: cpu, cuda, auto
+    relax_batch: int = 1  # > 1: relax this many at once with torch-sim (SevenNet models)
     workers: int = 1  # Dask worker processes on this machine
     scheduler: str | None = None  # or the address of a running Dask scheduler
     # fine-tuning between rounds
@@ -94,7 +96,7 @@ class LoopConfig:
         positive = (
             "rounds", "n", "diffusion_steps", "candidates", "relax_steps", "workers",
             "stage1_epochs", "stage2_epochs", "labelled_weight", "phonon_max_atoms",
-            "kappa_per_round", "screen_factor",
+            "kappa_per_round", "screen_factor", "relax_batch",
         )  # fmt: skip
         for name in positive:
             value = getattr(self, name)
@@ -142,6 +144,11 @@ class LoopConfig:
             raise ValueError("prime needs a property target (kappa or dielectric)")
         if not self.valence_masks and self.rounds > 1:
             raise ValueError("the unconstrained baseline (valence_masks = false) runs one round")
+        if self.relax_batch > 1 and self.mlip not in BATCHED:
+            raise ValueError(f"relax_batch > 1 needs a SevenNet MLIP ({', '.join(BATCHED)}), "
+                             f"not {self.mlip!r}")  # fmt: skip
+        if self.label_device != "auto" and self.label_device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"unknown label_device {self.label_device!r}: use auto, cpu, cuda")
 
     def target_spec(self):
         from crysvcd.loop.targets import Target

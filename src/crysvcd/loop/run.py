@@ -43,7 +43,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd.config import GenerateConfig
 from crysvcd.datasets import hash_bucket
-from crysvcd.evaluate.runner import Job, load_structures, plan, record
+from crysvcd.evaluate.runner import Job, load_structures, plan, record, results, submit
 from crysvcd.evaluate.settings import EvaluateConfig, KappaSettings, PhononSettings
 from crysvcd.evaluate.store import ResultStore
 from crysvcd.loop.config import BEFORE, LoopConfig
@@ -111,6 +111,8 @@ def evaluate_config(cfg: LoopConfig, phonons: bool, kappa: bool = False) -> Eval
         kappa=kappa,
         kappa_mlip=cfg.kappa_mlip,
         kappa_settings=KappaSettings(budget_s=cfg.kappa_budget),
+        device=cfg.label_device,
+        relax_batch=cfg.relax_batch,
     )
 
 
@@ -138,7 +140,8 @@ def generate_config(
 
 class Labeller:
     """Hands structures to the Dask cluster as they appear and stores each result as it
-    comes back, so the driver can keep generating in between."""
+    comes back, so the driver can keep generating in between. With ``relax_batch`` > 1,
+    fresh structures wait until a group of that size is ready (``runner.submit``)."""
 
     def __init__(self, client, store: ResultStore, cfg: LoopConfig, extra: dict, kappa=False):
         from distributed import as_completed
@@ -146,7 +149,8 @@ class Labeller:
         self.client, self.store, self.cfg, self.extra = client, store, cfg, extra
         self.kappa = kappa  # the second pass of a kappa campaign: phono3py on the chosen
         self.pending = as_completed()
-        self.jobs = {}
+        self.groups = {}
+        self.waiting: dict[bool, list[Job]] = {False: [], True: []}  # by phonons sampled
         self.submitted: set[str] = set()
         self.finished = 0
 
@@ -156,41 +160,39 @@ class Labeller:
             return
         self.submitted.add(key)
         sampled = hash_bucket(f"phonons:{key}") < 100 * self.cfg.phonon_share
-        ecfg = evaluate_config(self.cfg, phonons=sampled, kappa=self.kappa)
-        jobs, _ = plan([(key, structure)], self.store, ecfg, extra=self.extra)
-        from crysvcd.evaluate.labels import label_structure
-
-        for job in jobs:
-            future = self.client.submit(
-                label_structure, job.structure, ecfg, job.steps, job.structure, job.known,
-                key=f"label-{key}-{'+'.join(job.steps)}", pure=False,
-            )  # fmt: skip
-            self.jobs[future.key] = job
-            self.pending.add(future)
+        jobs, _ = plan([(key, structure)], self.store, self._config(sampled), extra=self.extra)
+        self.waiting[sampled] += jobs
+        self._submit(full_only=True)
         self.collect(block=False)
+
+    def _config(self, sampled: bool) -> EvaluateConfig:
+        return evaluate_config(self.cfg, phonons=sampled, kappa=self.kappa)
+
+    def _submit(self, full_only: bool) -> None:
+        for sampled, jobs in self.waiting.items():
+            fresh = sum("relax" in j.steps for j in jobs)
+            if full_only and jobs and fresh == len(jobs) and fresh < self.cfg.relax_batch:
+                continue  # a group still filling
+            for future, group in submit(self.client, jobs, self._config(sampled)).items():
+                self.groups[future.key] = group
+                self.pending.add(future)
+            jobs.clear()
 
     def collect(self, block: bool) -> None:
         """Store every finished result (all of them, waiting, when ``block``)."""
+        if block:
+            self._submit(full_only=False)
         while True:
             if not block and not self.pending.has_ready():
                 return
             if self.pending.is_empty():
                 return
-            batch = self.pending.next_batch(block=block)
-            for future in batch:
-                self._store(future)
-
-    def _store(self, future) -> None:
-        from crysvcd.evaluate.labels import error_text
-
-        job: Job = self.jobs.pop(future.key)
-        try:
-            labels, relaxed = future.result()
-        except Exception as exc:  # the worker died on it (KilledWorker) or similar
-            labels, relaxed = {"status": "failed", "error": f"worker: {error_text(exc)}"}, None
-        record(self.store, job, labels, relaxed, **self.extra)
-        self.finished += 1
-        log.info("labelled %s: %s (%d done)", job.key, labels.get("status", "ok"), self.finished)
+            for future in self.pending.next_batch(block=block):
+                for job, labels, relaxed in results(future, self.groups.pop(future.key)):
+                    record(self.store, job, labels, relaxed, **self.extra)
+                    self.finished += 1
+                    log.info("labelled %s: %s (%d done)", job.key, labels.get("status", "ok"),
+                             self.finished)  # fmt: skip
 
 
 def screen_data(table: pd.DataFrame, threshold: float) -> tuple[np.ndarray, np.ndarray]:
