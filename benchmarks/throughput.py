@@ -1,11 +1,15 @@
 """Throughput where the time goes, each new path beside the old one in the same run.
 
-    python benchmarks/throughput.py [--sections relax stage1 stage2] [--n-relax 64]
-        [--threads 2] [--max-atoms 400] [--n-formulas 1000] [--n-structures 32]
+    python benchmarks/throughput.py [--sections relax evaluate stage1 stage2 train]
+        [--n-relax 64] [--threads 2] [--max-atoms 400] [--device cpu] [--workers 2]
+        [--relax-batch 8] [--n-formulas 1000] [--n-structures 32]
 
 1. relax: structures per minute on MP-20 dev structures (fmax 0.01, <= 500 FIRE steps,
    SevenNet-0): the one-by-one ASE loop against torch-sim's batched FIRE (one model call
    per step for all structures in flight), and the largest Ehull difference between them.
+   evaluate: the same structures through ``crysvcd evaluate`` (Dask, ``--workers``), one
+   ASE relaxation per task against groups of ``--relax-batch`` per task: the choice of
+   the default, start-up included.
 2. stage1: charge-balanced ionic formulas per second at batch 1,000: the twisted masked
    decoder (shipped) against the plain masks and sample-then-reject.
 3. stage2: seconds per structure of the shipped Stage II at its default steps, with and
@@ -32,18 +36,16 @@ warnings.filterwarnings("ignore")
 
 
 def section_relax(args) -> None:
-    from crysvcd.datasets import structure_from_cif, training_pool
     from crysvcd.evaluate.batched import relax_batched, torch_sim_model
     from crysvcd.evaluate.hull import corrected_formation_energy, e_above_hull
     from crysvcd.evaluate.mlip import get_calculator
     from crysvcd.evaluate.relax import relax
 
-    dev = training_pool("dev")
-    dev = dev[dev["source"] != "mpts52_mp20like.csv.gz"].sample(frac=1, random_state=0)
-    structures = [structure_from_cif(c) for c in dev["cif"].head(args.n_relax)]
+    structures = dev_structures(args.n_relax)
     print(f"== 1. relaxation of {len(structures)} MP-20 dev structures, fmax 0.01, "
-          f"<= 500 steps, SevenNet-0, {torch.get_num_threads()} threads ==")  # fmt: skip
-    calc = get_calculator("sevennet")
+          f"<= 500 steps, SevenNet-0, {args.device}, "
+          f"{torch.get_num_threads()} threads ==")  # fmt: skip
+    calc = get_calculator("sevennet", device=args.device)
     t0 = time.perf_counter()
     ase = []
     for s in structures:
@@ -52,7 +54,7 @@ def section_relax(args) -> None:
         except Exception as exc:
             ase.append(exc)
     t_ase = time.perf_counter() - t0
-    model = torch_sim_model("sevennet")
+    model = torch_sim_model("sevennet", args.device)
     t0 = time.perf_counter()
     batched = relax_batched(structures, model, 0.01, 500, max_atoms=args.max_atoms)
     t_b = time.perf_counter() - t0
@@ -76,6 +78,41 @@ def section_relax(args) -> None:
     share = 100 * np.mean(d < 0.01)
     print(f"Ehull agreement: largest |difference| {d.max():.4f} eV/atom, within 0.01 on "
           f"{share:.1f} % of {len(d)} ({fails} failed in either path)")  # fmt: skip
+
+
+def dev_structures(n: int):
+    from crysvcd.datasets import structure_from_cif, training_pool
+
+    dev = training_pool("dev")
+    dev = dev[dev["source"] != "mpts52_mp20like.csv.gz"].sample(frac=1, random_state=0)
+    return [structure_from_cif(c) for c in dev["cif"].head(n)]
+
+
+def section_evaluate(args) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from crysvcd.evaluate.runner import evaluate
+    from crysvcd.evaluate.settings import EvaluateConfig
+
+    folder = Path(tempfile.mkdtemp(prefix="throughput-evaluate-"))
+    structures = dev_structures(args.n_relax)
+    for i, s in enumerate(structures):
+        s.to(filename=str(folder / f"{i:03d}.cif"))
+    print(f"\n== 1b. crysvcd evaluate of the same {len(structures)} structures (Ehull), "
+          f"{args.workers} Dask workers, {args.device} ==")  # fmt: skip
+    tables = {}
+    for batch in (1, args.relax_batch):
+        cfg = EvaluateConfig(fmax=0.01, relax_steps=500, device=args.device, relax_batch=batch)
+        t0 = time.perf_counter()
+        tables[batch] = evaluate(folder, cfg, db=folder / f"batch{batch}.db",
+                                 workers=args.workers, progress=False).set_index("key")  # fmt: skip
+        t = time.perf_counter() - t0
+        print(f"relax_batch {batch}: {len(structures) / t * 60:.1f} structures/min ({t:.0f} s, "
+              f"{(tables[batch]['status'] == 'ok').sum()} ok)")  # fmt: skip
+    d = (tables[args.relax_batch]["e_above_hull"] - tables[1]["e_above_hull"]).abs().dropna()
+    print(f"Ehull agreement: largest |difference| {d.max():.4f} eV/atom, within 0.01 on "
+          f"{100 * (d < 0.01).mean():.1f} % of {len(d)}")  # fmt: skip
 
 
 def section_stage1(args) -> None:
@@ -200,12 +237,15 @@ def section_train(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sections", nargs="+", default=["relax", "stage1", "stage2", "train"],
-                    choices=["relax", "stage1", "stage2", "train"])  # fmt: skip
+    names = ["relax", "evaluate", "stage1", "stage2", "train"]
+    ap.add_argument("--sections", nargs="+", default=names, choices=names)
     ap.add_argument("--n-train-rows", type=int, default=512)
     ap.add_argument("--train-steps", type=int, default=10)
     ap.add_argument("--n-relax", type=int, default=64)
     ap.add_argument("--max-atoms", type=int, default=400)
+    ap.add_argument("--device", default="cpu", help="where the MLIP runs (relax, evaluate)")
+    ap.add_argument("--workers", type=int, default=2, help="Dask workers (evaluate)")
+    ap.add_argument("--relax-batch", type=int, default=8, help="group size (evaluate)")
     ap.add_argument("--n-formulas", type=int, default=1000)
     ap.add_argument("--n-structures", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None)

@@ -86,6 +86,20 @@ def test_evaluate_folder_records_failures_and_resumes(tmp_path, dask_client):
     assert (folder / "labels.csv").exists()
 
 
+def test_numeric_file_names_are_keys_too(tmp_path, dask_client):
+    # ase.db refuses a string value that reads as a number: CIFs named 000.cif, 1e5.cif
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    for name in ("000", "1e5", "True", "key:x"):
+        cu().to(filename=str(folder / f"{name}.cif"))
+    cfg = EvaluateConfig(mlip="emt", ehull=False, fmax=0.05, relax_steps=50)
+    table = evaluate(folder, cfg, progress=False, client=dask_client)
+    assert sorted(table["key"]) == ["000", "1e5", "True", "key:x"]
+    assert (table["status"] == "ok").all()
+    again = evaluate(folder, cfg, progress=False, client=dask_client)  # resumes: no new rows
+    assert len(again) == 4 and len(connect(str(folder / "labels.db"))) == 4
+
+
 def test_evaluate_cli_missing_source(capsys, tmp_path):
     assert main(["evaluate", str(tmp_path / "nope"), "--mlip", "emt"]) == 2
     assert "no such file or folder" in capsys.readouterr().err

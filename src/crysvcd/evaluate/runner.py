@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from crysvcd import geometry
 from crysvcd.evaluate.labels import EvaluateConfig, error_text, label_batch, label_structure
-from crysvcd.evaluate.store import ResultStore
+from crysvcd.evaluate.store import ResultStore, bare_key
 from crysvcd.runinfo import atomic_write_text, write_run_record
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def load_structures(source: str | Path) -> list[tuple[str, Structure | Exception
         from ase.db import connect
 
         for row in connect(str(source)).select():
-            key = str(row.get("key", row.id))
+            key = bare_key(str(row.get("key", row.id)))
             try:
                 out.append((key, _structure(row.toatoms())))
             except Exception as exc:

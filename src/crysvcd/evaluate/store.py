@@ -18,6 +18,26 @@ _RESERVED = {"id", "unique_id", "ctime", "mtime", "user", "calculator", "energy"
              "fmax", "smax", "volume", "mass", "charge", "magmom", "age", "formula"}  # fmt: skip
 
 
+# ase.db refuses a string that reads as a number or a boolean ("000", "1e5", "True"), so
+# such a key (CIFs named 1.cif, 2.cif, ...) is stored behind this prefix and read back bare.
+_KEY_PREFIX = "key:"
+
+
+def _looks_numeric(text: str) -> bool:
+    from ase.db.core import str_represents
+
+    return any(str_represents(text, t) for t in (bool, int, float))
+
+
+def _stored(key: str) -> str:
+    key = str(key)
+    return _KEY_PREFIX + key if _looks_numeric(key) or key.startswith(_KEY_PREFIX) else key
+
+
+def bare_key(stored: str) -> str:
+    return stored.removeprefix(_KEY_PREFIX)
+
+
 def _clean(labels: dict) -> dict:
     out = {}
     for name, value in labels.items():
@@ -47,25 +67,28 @@ class ResultStore:
         """The row of every key (the newest, should a key ever appear twice)."""
         out = {}
         for row in self.db.select():
-            if "key" in row and (row.key not in out or row.id > out[row.key].id):
-                out[row.key] = row
+            if "key" in row:
+                key = bare_key(row.key)
+                if key not in out or row.id > out[key].id:
+                    out[key] = row
         return out
 
     def write(self, key: str, atoms: Atoms | None = None, **labels) -> None:
         """A fresh row for ``key``, replacing any earlier one (one transaction)."""
-        old = [row.id for row in self.db.select(key=key)]
+        old = [row.id for row in self.db.select(key=_stored(key))]
         with self.db:
             if old:
                 self.db.delete(old)
-            self.db.write(atoms if atoms is not None else Atoms(), key=key, **_clean(labels))
+            atoms = atoms if atoms is not None else Atoms()
+            self.db.write(atoms, key=_stored(key), **_clean(labels))
 
     def update(self, key: str, **labels) -> None:
         """Add (or overwrite) labels of ``key``'s row."""
-        ids = sorted(row.id for row in self.db.select(key=key))
+        ids = sorted(row.id for row in self.db.select(key=_stored(key)))
         if not ids:
             raise KeyError(f"no stored row for {key!r}")
         self.db.update(ids[-1], **_clean(labels))
 
     def frame(self) -> pd.DataFrame:
-        rows = [{"key": r.key, **r.key_value_pairs} for r in self.rows().values()]
+        rows = [{**r.key_value_pairs, "key": k} for k, r in self.rows().items()]
         return pd.DataFrame(rows)
