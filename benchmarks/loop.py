@@ -2,7 +2,7 @@
 of each round (Fig. 3c), and the throughput of labelling.
 
     python benchmarks/loop.py compare RUN [RUN ...] [--names A B ...] [--out DIR]
-    python benchmarks/loop.py phonons RUN [--per-round 30] [--rounds 0 2] [--workers 2]
+    python benchmarks/loop.py phonons RUN [--per-round 30] [--rounds 0 2] [--workers 2] [--report]
     python benchmarks/loop.py throughput [--n 24] [--workers 1 2]
     python benchmarks/loop.py branch SRC DEST --rounds 1 --config OTHER.toml [--finetune]
     python benchmarks/loop.py guidance RUN --round 1 [--n 50] [--workers 2] [--shipped]
@@ -15,7 +15,8 @@ phonons: for a random sample (seeded) of ``--per-round`` crystals of each round 
   relaxation converged below 0.1 eV/atom, the paper's phonon protocol (tight relaxation
   to 0.003 eV/A within 200 steps with the symmetry kept, supercell >= 20 A, 8x8x8 mesh,
   0.01 THz); the labels go into the run's database beside the others, so a re-run only
-  adds what is missing.
+  adds what is missing. The rounds take turns, so a run stopped part-way has even samples;
+  ``--report`` prints the shares of what is stored without computing more.
 throughput: labelled structures per minute (relaxation + Ehull) with 1 and 2 Dask workers
   on the same generated crystals, and the wall time of a small round with generation and
   labelling overlapped (the loop) against one after the other (generate, then evaluate).
@@ -45,6 +46,7 @@ Prints every figure; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import tempfile
 import time
@@ -139,7 +141,7 @@ def phonons(args) -> None:
     )  # fmt: skip
     store = ResultStore(run / "labels.db")
     rows = store.rows()
-    chosen = []
+    samples = []
     for r in args.rounds:
         keys = sorted(
             k for k, row in rows.items()
@@ -147,15 +149,19 @@ def phonons(args) -> None:
             and (row.get("e_above_hull") is not None and row.get("e_above_hull") < 0.1)
         )  # fmt: skip
         keys.sort(key=lambda k: hash_bucket(f"phonon-sample:{args.seed}:{k}"))
-        chosen += keys[: args.per_round]
+        samples.append(keys[: args.per_round])
         print(f"round {r}: {min(len(keys), args.per_round)} of {len(keys)} crystals below 0.1")
+    # the rounds take turns, so a run stopped part-way (it resumes) has even samples so far
+    chosen = [k for turn in itertools.zip_longest(*samples) for k in turn if k is not None]
     from pymatgen.io.ase import AseAtomsAdaptor
 
     items = [(k, AseAtomsAdaptor.get_structure(rows[k].toatoms())) for k in chosen]
     jobs, done = plan(items, store, cfg)
     print(f"phonons to compute: {len(jobs)} ({done} already have them)")
     t0 = time.perf_counter()
-    if jobs:
+    if jobs and args.report:
+        print("--report: nothing computed, the shares below are of what is stored so far")
+    elif jobs:
         client = start_client(args.workers)
         try:
             for job, labels, relaxed in run_jobs(client, jobs, cfg):
@@ -426,6 +432,7 @@ def main() -> None:
     p.add_argument("--max-atoms", type=int, default=2000)
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report", action="store_true", help="compute nothing: shares so far")
     p = sub.add_parser("throughput")
     p.add_argument("--n", type=int, default=24)
     p.add_argument("--steps", type=int, default=100)
