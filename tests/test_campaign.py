@@ -1,6 +1,7 @@
 """Property campaigns (kappa, dielectric) end to end on tiny models and EMT."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,7 +142,47 @@ def test_kappa_campaign_screens_then_labels_the_best(tiny_models, tmp_path, dask
         if r.get("status") == "ok" and r not in with_kappa:
             assert r.get("kappa_skipped", "").startswith("screen:")
     assert kappa_choice(cfg, 0, _store(out))[0] == []  # nothing left to compute
-    assert pd.read_csv(out / "candidates.csv")["flags"].notna().any()
+    cand = pd.read_csv(out / "candidates.csv")
+    assert cand["flags"].notna().any() and (cand["kappa_surrogate"] > 0).all()
+
+
+def test_kappa_surrogate_ranks_and_refuses():
+    from crysvcd.evaluate.kappa_surrogate import KappaSurrogate
+
+    surrogate = KappaSurrogate.load()  # the shipped one
+    k = surrogate.predict(["C", "BN", "PbTe", "CsPbI3"])
+    assert k[0] > k[2] and k[1] > k[2] > k[3] > 0  # diamond, BN >> PbTe > a halide perovskite
+    assert surrogate.cut(0.1, "high") > surrogate.cut(0.5, "high") > surrogate.cut(0.1, "low")
+    with pytest.raises(ValueError, match="share in"):
+        surrogate.cut(0.0, "high")
+    with pytest.raises(ValueError, match="not a kappa surrogate"):
+        KappaSurrogate.load(Path(__file__))
+
+
+def test_kappa_prescreen_spends_phonons_on_the_target_side(tmp_path, dask_client, monkeypatch):
+    from ase.build import bulk
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from crysvcd.evaluate.kappa_surrogate import KappaSurrogate
+    from crysvcd.loop.run import Labeller
+
+    monkeypatch.setattr("crysvcd.evaluate.labels.e_above_hull", lambda comp, ef: 0.0)
+    cfg = LoopConfig(target="kappa", direction="high", kappa_prescreen=0.5, mlip="emt",
+                     kappa_mlip=None, fmax=0.05, relax_steps=100, phonon_supercell=7.0)  # fmt: skip
+    surrogate = KappaSurrogate.load()
+    assert surrogate.predict(["Pt"])[0] > surrogate.cut(0.5, "high") > surrogate.predict(["Cu"])[0]
+    store = _store(tmp_path)
+    labeller = Labeller(dask_client, store, cfg, {"round": 0})
+    for name, a in (("Pt", 3.92), ("Cu", 3.61)):
+        labeller.offer(name, AseAtomsAdaptor.get_structure(bulk(name, "fcc", a=a)))
+    labeller.collect(block=True)
+    rows = store.rows()
+    assert "phonons_settings" in rows["Pt"] and "phonon_skipped" not in rows["Pt"]
+    assert rows["Cu"].phonon_skipped.startswith("kappa surrogate")
+    assert "phonons_settings" not in rows["Cu"] and rows["Cu"].get("status") == "ok"
+    assert rows["Pt"].kappa_surrogate == pytest.approx(surrogate.predict(["Pt"])[0])
+    with pytest.raises(ValueError, match="kappa_prescreen"):
+        LoopConfig(target="kappa", kappa_prescreen=0.0)
 
 
 def _store(out):

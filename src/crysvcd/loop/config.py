@@ -74,6 +74,10 @@ class LoopConfig:
     # screen (Slack's estimate from the phonons), each within kappa_budget seconds
     kappa_per_round: int = 5
     kappa_budget: float = 600.0
+    # kappa campaigns: phonons (minutes per crystal here) only for the crystals whose
+    # composition surrogate (evaluate.kappa_surrogate) puts them in this best share of its
+    # training formulas, toward the target; 1: every stable crystal
+    kappa_prescreen: float = 1.0
     kappa_mlip: str | None = "sevennet-l3i5"  # None: the relaxation's MLIP
     label_device: str = "cpu"  # where the MLIP runs: cpu, cuda, auto
     relax_batch: int = 1  # > 1: relax this many at once with torch-sim (SevenNet models)
@@ -118,6 +122,8 @@ class LoopConfig:
             raise ValueError(f"unknown kappa MLIP {self.kappa_mlip!r}")
         if self.target == "kappa" and (self.kappa_mlip or self.mlip) == "chgnet":
             raise ValueError("kappa needs smooth forces: use a SevenNet model, not chgnet")
+        if not 0 < self.kappa_prescreen <= 1:
+            raise ValueError(f"kappa_prescreen must be in (0, 1], got {self.kappa_prescreen}")
         if not self.kappa_budget > 0:
             raise ValueError(f"kappa_budget must be > 0 seconds, got {self.kappa_budget}")
         if not -1.0 <= self.ehull_threshold <= 1.0:

@@ -229,7 +229,8 @@ def property_histogram(series: dict, target, path: Path, title: str) -> None:
 
 CANDIDATE_COLUMNS = [
     "rank", "key", "round", "formula", "space_group", "n_atoms", "e_above_hull", "converged",
-    "phonon_stable", "phonon_min_frequency_thz", "kappa_slack", "value", "hit", "reliable",
+    "phonon_stable", "phonon_min_frequency_thz", "kappa_surrogate", "kappa_slack", "value",
+    "hit", "reliable",
     "flags", "cif",
 ]  # fmt: skip
 
@@ -274,6 +275,7 @@ def write_candidates(out_dir: Path, store, table: pd.DataFrame, target, top: int
             "space_group": sg, "n_atoms": len(structure), "e_above_hull": ehull,
             "converged": row.get("converged"), "phonon_stable": phonon,
             "phonon_min_frequency_thz": row.get("phonon_min_frequency_thz"),
+            "kappa_surrogate": row.get("kappa_surrogate"),
             "kappa_slack": row.get("kappa_slack"), "value": value,
             "hit": bool(target.hit([value])[0] == 1) if pd.notna(value) else None,
             "reliable": reliable, "flags": "; ".join(flags),

@@ -152,6 +152,8 @@ class Labeller:
         self.groups = {}
         self.waiting: dict[bool, list[Job]] = {False: [], True: []}  # by phonons sampled
         self.submitted: set[str] = set()
+        self.notes: dict[str, dict] = {}  # labels decided here, stored with the results
+        self.surrogate = None  # a kappa campaign's composition surrogate, loaded when needed
         self.finished = 0
 
     def offer(self, key: str, structure: Structure | Exception) -> None:
@@ -160,10 +162,33 @@ class Labeller:
             return
         self.submitted.add(key)
         sampled = hash_bucket(f"phonons:{key}") < 100 * self.cfg.phonon_share
+        if self.cfg.target == "kappa" and not self.kappa and isinstance(structure, Structure):
+            sampled = self._prescreen(key, structure, sampled)
         jobs, _ = plan([(key, structure)], self.store, self._config(sampled), extra=self.extra)
         self.waiting[sampled] += jobs
         self._submit(full_only=True)
         self.collect(block=False)
+
+    def _prescreen(self, key: str, structure: Structure, phonons: bool) -> bool:
+        """A kappa campaign's composition surrogate: recorded for every crystal, and with
+        ``kappa_prescreen`` < 1 phonons only for those it puts on the target's side."""
+        from crysvcd.evaluate.kappa_surrogate import KappaSurrogate
+
+        self.surrogate = self.surrogate or KappaSurrogate.load()
+        try:
+            value = float(self.surrogate.predict([structure.composition])[0])
+        except ValueError:  # an element beyond the surrogate's table: no screen for it
+            return phonons
+        self.notes[key] = {"kappa_surrogate": value}
+        share, direction = self.cfg.kappa_prescreen, self.cfg.direction
+        cut = self.surrogate.cut(share, direction)
+        if phonons and share < 1 and (value < cut if direction == "high" else value > cut):
+            self.notes[key]["phonon_skipped"] = (
+                f"kappa surrogate {value:.3g} W/mK not in the {direction}est {share:.0%} "
+                f"(cut {cut:.3g})"
+            )
+            return False
+        return phonons
 
     def _config(self, sampled: bool) -> EvaluateConfig:
         return evaluate_config(self.cfg, phonons=sampled, kappa=self.kappa)
@@ -189,6 +214,7 @@ class Labeller:
                 return
             for future in self.pending.next_batch(block=block):
                 for job, labels, relaxed in results(future, self.groups.pop(future.key)):
+                    labels = {**self.notes.pop(job.key, {}), **labels}
                     record(self.store, job, labels, relaxed, **self.extra)
                     self.finished += 1
                     log.info("labelled %s: %s (%d done)", job.key, labels.get("status", "ok"),
