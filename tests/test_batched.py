@@ -81,6 +81,8 @@ def test_a_collapsing_structure_fails_alone_in_its_batch():
 def test_relax_batch_needs_a_sevennet_model():
     with pytest.raises(ValueError, match="relax_batch > 1 needs a SevenNet"):
         EvaluateConfig(mlip="emt", relax_batch=4)
+    with pytest.raises(ValueError, match="FIRE, not BFGS"):
+        EvaluateConfig(optimizer="BFGS", relax_batch=4)
     with pytest.raises(ValueError, match="relax_batch must be >= 1"):
         EvaluateConfig(relax_batch=0)
     with pytest.raises(ValueError, match="unknown device"):

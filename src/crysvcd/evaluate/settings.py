@@ -132,6 +132,8 @@ class EvaluateConfig:
         if self.relax_batch > 1 and self.mlip not in BATCHED:
             raise ValueError(f"relax_batch > 1 needs a SevenNet MLIP ({', '.join(BATCHED)}); "
                              f"{self.mlip!r} relaxes one structure at a time")  # fmt: skip
+        if self.relax_batch > 1 and self.optimizer != "FIRE":
+            raise ValueError(f"relax_batch > 1 relaxes with torch-sim's FIRE, not {self.optimizer}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N")
         if self.optimizer not in OPTIMIZERS:
