@@ -13,7 +13,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd.evaluate.relax import RelaxationFailed, relax
 from crysvcd.evaluate.runner import evaluate
-from crysvcd.evaluate.settings import EvaluateConfig
+from crysvcd.evaluate.settings import EvaluateConfig, PhononSettings
 
 pytest.importorskip("torch_sim")
 
@@ -99,11 +99,21 @@ def test_evaluate_with_relax_batch_matches_one_at_a_time(tmp_path, dask_client):
         AseAtomsAdaptor.get_structure(atoms).to(filename=str(folder / f"{name}.cif"))
     tables = {}
     for batch in (1, 2):
-        cfg = EvaluateConfig(mlip="sevennet", fmax=0.02, relax_steps=200, relax_batch=batch)
+        # phonons after the batched relaxation run on the ASE calculator in the same worker
+        cfg = EvaluateConfig(mlip="sevennet", fmax=0.02, relax_steps=200, relax_batch=batch,
+                             phonons=batch > 1, phonon=PhononSettings(supercell_min_length=6.0),
+                             phonon_steps=50)  # fmt: skip
         tables[batch] = evaluate(folder, cfg, db=tmp_path / f"b{batch}.db", progress=False,
                                  client=dask_client).set_index("key")  # fmt: skip
     one, two = tables[1], tables[2]
+    # the batched model is a copy: the ASE calculator of the same weights still works after
+    from crysvcd.evaluate.mlip import get_calculator
+
+    si = bulk("Si", "diamond", a=5.43)
+    si.calc = get_calculator("sevennet")
+    assert -12 < si.get_potential_energy() / len(si) < -4
     assert (two["status"] == "ok").all() and two["converged"].all()
+    assert two["phonons_settings"].notna().all() and "phonon_error" not in two
     assert (two["e_above_hull"] - one["e_above_hull"]).abs().max() < 0.01
     # the same settings signature: a batched label is reused by an ASE run and vice versa
     assert (two["relax_settings"] == one["relax_settings"]).all()

@@ -15,6 +15,7 @@ calculators keep the ASE path.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -46,7 +47,10 @@ def torch_sim_model(name: str, device: str = "cpu"):
     from crysvcd.evaluate.mlip import get_calculator, mlip_device
 
     calc = get_calculator(name, device=device)
-    return SevenNetModel(model=calc.model, modal=calc.modal, device=mlip_device(device))
+    # a copy: torch-sim switches the model it wraps to batched input (set_is_batch_data),
+    # which would break the cached ASE calculator that phonons and kappa use afterwards
+    model = copy.deepcopy(calc.model)
+    return SevenNetModel(model=model, modal=calc.modal, device=mlip_device(device))
 
 
 @dataclass
