@@ -172,7 +172,8 @@ def phonons(args) -> None:
                       f"{labels.get('phonon_seconds')} s {note}", flush=True)  # fmt: skip
         finally:
             close_client(client)
-    print(f"{len(jobs)} phonon calculations in {(time.perf_counter() - t0) / 60:.1f} min")
+    if not args.report:
+        print(f"{len(jobs)} phonon calculations in {(time.perf_counter() - t0) / 60:.1f} min")
     shares = write_figures(run, store, loop)
     table = pd.read_csv(run / "structures.csv", low_memory=False)
     freq = pd.to_numeric(table.get("phonon_min_frequency_thz"), errors="coerce")
