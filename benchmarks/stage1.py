@@ -53,6 +53,14 @@ def smact_ok(formula: str) -> bool:
         return False
 
 
+def diversity(reduced: list[str], k: int, train: set[str], seed: int) -> tuple[float, float]:
+    """Unique share (%) of k of the formulas (mean of 20 subsamples) and the share (%) of
+    the distinct ones that the train split lacks."""
+    rng = np.random.default_rng(seed)
+    unique = np.mean([len(set(rng.choice(reduced, k, replace=False))) / k for _ in range(20)])
+    return 100 * unique, 100 * np.mean([r not in train for r in set(reduced)])
+
+
 def report_model(kind: str, n: int, seed: int, pool, dev_kind) -> None:
     sampler = load_sampler(kind=kind)  # with its neutrality table (ionic)
     formulas, stats = sampler.sample(n, seed=seed)
@@ -74,6 +82,20 @@ def report_model(kind: str, n: int, seed: int, pool, dev_kind) -> None:
     print(f"unique reduced formulas: {len(unique)}/{len(reduced)} = {100 * share:.2f} %")
     novel = [r not in pool_reduced for r in unique]
     print(f"novel (not in the 11,796-material pool), of unique: {100 * np.mean(novel):.2f} %")
+    # The same two figures for the data itself, at equal size: how many distinct formulas
+    # len(dev) draws give, and how many of a held-out split's formulas the training split
+    # lacks. A model of the data should come near these, not above them.
+    train_reduced = set(
+        Composition(f).reduced_formula for f in pool.loc[pool["split"] == "train", "cell_formula"]
+    )
+    dev_reduced = [Composition(f).reduced_formula for f in dev_kind]
+    k = len(dev_reduced)
+    u, v = diversity(reduced, k, train_reduced, seed)
+    print(f"unique at the dev split's size ({k} of {len(reduced)}, 20 subsamples): {u:.2f} %; "
+          f"the dev split's own: {100 * len(set(dev_reduced)) / k:.2f} %")  # fmt: skip
+    own = np.mean([r not in train_reduced for r in set(dev_reduced)])
+    print(f"novel against the train split, of unique: {v:.2f} %; the dev split's own: "
+          f"{100 * own:.2f} %")  # fmt: skip
     # Distribution match against the dev split of the same kind
     gen_nel = [len({t.element for t in f.tokens}) for f in formulas]
     gen_nat = [f.n_atoms for f in formulas]
@@ -101,9 +123,11 @@ def report_model(kind: str, n: int, seed: int, pool, dev_kind) -> None:
         old, _ = plain.sample(n, seed=seed)
         old_nel = [len({t.element for t in f.tokens}) for f in old]
         w_old = wasserstein_distance(old_nel, dev_nel)
+        u, v = diversity([f.reduced_formula for f in old], k, train_reduced, seed)
         print(
             f"plain masks (no neutrality table), same model: Wasserstein, elements per "
-            f"formula {w_old:.3f} (mean {np.mean(old_nel):.2f})"
+            f"formula {w_old:.3f} (mean {np.mean(old_nel):.2f}); unique at {k} {u:.2f} %, "
+            f"novel against the train split {v:.2f} %"
         )
     return sampler
 
