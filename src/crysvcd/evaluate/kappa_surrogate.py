@@ -149,17 +149,9 @@ class KappaSurrogate:
     @classmethod
     def load(cls, path: str | Path | None = None) -> KappaSurrogate:
         """The shipped surrogate by default."""
-        path = Path(path) if path else SHIPPED
-        if not path.is_file():
-            raise FileNotFoundError(f"no kappa surrogate {path}")
-        try:
-            data = json.loads(path.read_text())
-            model = cls(**{**data, "features": tuple(data.get("features", ()))})
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: not a kappa surrogate ({exc})") from None
-        if model.features != FEATURES:
-            raise ValueError(f"{path}: a surrogate over other descriptors {model.features}")
-        return model
+        from crysvcd.evaluate.screen import load_json_model
+
+        return load_json_model(cls, Path(path) if path else SHIPPED, "kappa surrogate", FEATURES)
 
 
 def _mlp(n_in: int, hidden: int):

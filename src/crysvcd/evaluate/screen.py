@@ -131,17 +131,22 @@ class StabilityScreen:
 
     @classmethod
     def load(cls, path: str | Path) -> StabilityScreen:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no stability screen {path}")
-        try:
-            data = json.loads(path.read_text())
-            screen = cls(**{**data, "features": tuple(data.get("features", ()))})
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: not a stability screen ({exc})") from None
-        if screen.features != FEATURES:
-            raise ValueError(f"{path}: a screen over other descriptors {screen.features}")
-        return screen
+        return load_json_model(cls, Path(path), "stability screen", FEATURES)
+
+
+def load_json_model(cls, path: Path, what: str, features: tuple[str, ...]):
+    """A dataclass model saved as JSON (a screen, a surrogate), with clear errors for a
+    missing file, another file, or a model over other descriptors."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} {path}")
+    try:
+        data = json.loads(path.read_text())
+        model = cls(**{**data, "features": tuple(data.get("features", ()))})
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: not a {what} ({exc})") from None
+    if model.features != features:
+        raise ValueError(f"{path}: a {what} over other descriptors {model.features}")
+    return model
 
 
 def select(scores: np.ndarray, labels: list[str], n: int) -> list[int]:
