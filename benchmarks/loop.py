@@ -336,8 +336,7 @@ def screen(args) -> None:
     frames = [pd.read_csv(Path(run) / "structures.csv", low_memory=False, keep_default_na=False)
               for run in args.runs]  # fmt: skip
     table = pd.concat(frames, ignore_index=True).drop_duplicates(["key", "e_above_hull"])
-    table = table[table["status"].isin(["ok", "failed", "invalid"]) & (table["cell_formula"] != "")]
-    x, y = screen_data(table, args.threshold)
+    x, y = screen_data(table, args.threshold)  # it keeps the labelled rows
     print(f"== {len(y)} labelled crystals, {y.mean():.3f} stable (Ehull < {args.threshold}) ==")
 
     def scores_of(train, test):

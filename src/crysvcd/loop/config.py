@@ -22,7 +22,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
-from crysvcd.evaluate.settings import BACKENDS, BATCHED
+from crysvcd.evaluate.settings import BACKENDS, EvaluateConfig
 
 TARGETS = ("stability", "kappa", "dielectric")
 # what a run made before a setting existed did, in that setting's terms (resume compares them)
@@ -150,11 +150,11 @@ class LoopConfig:
             raise ValueError("prime needs a property target (kappa or dielectric)")
         if not self.valence_masks and self.rounds > 1:
             raise ValueError("the unconstrained baseline (valence_masks = false) runs one round")
-        if self.relax_batch > 1 and self.mlip not in BATCHED:
-            raise ValueError(f"relax_batch > 1 needs a SevenNet MLIP ({', '.join(BATCHED)}), "
-                             f"not {self.mlip!r}")  # fmt: skip
-        if self.label_device != "auto" and self.label_device.split(":")[0] not in ("cpu", "cuda"):
-            raise ValueError(f"unknown label_device {self.label_device!r}: use auto, cpu, cuda")
+        # the labelling settings are checked where they are defined, before any work
+        try:
+            EvaluateConfig(mlip=self.mlip, device=self.label_device, relax_batch=self.relax_batch)
+        except ValueError as exc:
+            raise ValueError(f"labels: {exc} (label_device, relax_batch)") from None
 
     def target_spec(self):
         from crysvcd.loop.targets import Target
