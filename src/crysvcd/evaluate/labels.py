@@ -184,7 +184,6 @@ def label_batch(
     from crysvcd.evaluate.batched import relax_batched, torch_sim_model
     from crysvcd.evaluate.mlip import check_supported_elements, get_calculator
 
-    start = time.perf_counter()
     try:
         calc = get_calculator(cfg.mlip, cfg.model_path, cfg.device)
         model = torch_sim_model(cfg.mlip, cfg.device)
@@ -214,7 +213,9 @@ def label_batch(
             out.append(({"status": "failed", "error": error_text(exc)}, None))
             continue
         labels["relax_settings"] = cfg.signature("relax")
-        out.append((_later_steps(labels, r.structure, cfg, steps[i], {}, calc, start),
+        # this structure's own time: its time in the batch, then its later steps
+        own_start = time.perf_counter() - r.seconds
+        out.append((_later_steps(labels, r.structure, cfg, steps[i], {}, calc, own_start),
                     r.structure))  # fmt: skip
     return out
 
