@@ -4,7 +4,7 @@
                              [--checkpoint CKPT] [--curve RUN_DIR] [--curve-steps 100]
                              [--save DIR] [--relax sevennet --relax-n 100]
                              [--best-of 8 --best-of-steps 100 --rank-mlip sevennet]
-                             [--skip 0]
+                             [--skip 0] [--precision fp32|bf16]
 
 For each row, generate structures from its cell composition and compare them with the true
 one with pymatgen StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3). A row matches when
@@ -36,6 +36,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd import checkpoints
+from crysvcd.config import PRECISIONS
 from crysvcd.datasets import load_csv_or_pool, structure_from_cif
 from crysvcd.evaluate.rank import lowest_energy
 from crysvcd.pipeline import structure_summary
@@ -158,6 +159,7 @@ def main() -> None:
     )
     ap.add_argument("--temperature", type=float, default=1.0, help="predictor noise scale")
     ap.add_argument("--no-corrector", action="store_true", help="predictor steps only")
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32", help="network arithmetic")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -171,13 +173,13 @@ def main() -> None:
     print(f"data: {source}, rows {args.skip}-{args.skip + len(truths)}; checkpoint: {ckpt}")
     print(
         f"sampler: anti_anneal {args.anti_anneal}, temperature {args.temperature}, "
-        f"corrector {not args.no_corrector}"
+        f"corrector {not args.no_corrector}, precision {args.precision}"
     )
 
     def settings(steps: int) -> SamplerSettings:
         return SamplerSettings(
             steps=steps, anti_anneal=args.anti_anneal, temperature=args.temperature,
-            corrector=not args.no_corrector,
+            corrector=not args.no_corrector, precision=args.precision,
         )  # fmt: skip
 
     if args.curve:

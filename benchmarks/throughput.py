@@ -13,7 +13,8 @@
 2. stage1: charge-balanced ionic formulas per second at batch 1,000: the twisted masked
    decoder (shipped) against the plain masks and sample-then-reject.
 3. stage2: seconds per structure of the shipped Stage II at its default steps, with and
-   without the corrector step, and where a sampling step spends its time (profile).
+   without the corrector step, in fp32 and under bf16 autocast, and where a sampling step
+   spends its time (profile).
 4. train: Stage II training steps per second and seconds per epoch of the pool, 4 x 256 and
    6 x 512, batches gathered by ``PackedCrystals`` (tensor ops) against the former
    per-crystal ``collate`` (rebuilt here as the reference).
@@ -154,11 +155,13 @@ def section_stage2(args) -> None:
     cfg = sampler.model.cfg
     print(f"\n== 3. Stage II (shipped, {cfg.n_layers} x {cfg.hidden}), {len(comps)} dev "
           f"compositions, {DEFAULT_STEPS} steps, {torch.get_num_threads()} threads ==")  # fmt: skip
-    for corrector in (True, False):
-        t0 = time.perf_counter()
-        sampler.sample(comps, SamplerSettings(steps=DEFAULT_STEPS, corrector=corrector), seed=0)
-        dt = (time.perf_counter() - t0) / len(comps)
-        print(f"corrector {corrector}: {dt:.3f} s/structure")
+    for precision in ("fp32", "bf16"):
+        for corrector in (True, False):
+            settings = SamplerSettings(DEFAULT_STEPS, corrector=corrector, precision=precision)
+            t0 = time.perf_counter()
+            sampler.sample(comps, settings, seed=0)
+            dt = (time.perf_counter() - t0) / len(comps)
+            print(f"{precision}, corrector {corrector}: {dt:.3f} s/structure")
     prof = cProfile.Profile()
     prof.enable()
     sampler.sample(comps, SamplerSettings(steps=20), seed=0)

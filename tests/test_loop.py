@@ -116,6 +116,7 @@ def test_a_labelling_failure_is_recorded_and_the_round_goes_on(tiny_models, tmp_
         ({"ehull_threshold": 5.0}, "ehull_threshold must be in"),
         ({"phonon_share": 1.5}, "phonon_share must be in"),
         ({"mlip": "vasp"}, "unknown MLIP"),
+        ({"precision": "fp16"}, "precision must be one of"),
     ],
 )
 def test_bad_settings_fail_before_any_work(bad, message, tmp_path):

@@ -116,6 +116,27 @@ def test_sampling_gives_structures_of_the_composition(tiny_run):
         sampler.sample([Composition("Na11Cl11")])
 
 
+def test_bf16_sampling_follows_fp32(tiny_run):
+    """bf16 autocast changes the network's rounding, not the sampler: one network call is
+    within bf16 error of fp32, and a whole sampling run gives finite structures of the
+    same compositions. An unknown precision is refused before any work."""
+    out, _ = tiny_run
+    sampler = StructureSampler(load_model(out / "best.pt"))
+    b = collate([crystal(1), crystal(2, n=3)])
+    t = torch.tensor([400, 30])
+    fp32 = sampler._net(t, b.frac, b.lattice, b, None, "fp32")
+    bf16 = sampler._net(t, b.frac, b.lattice, b, None, "bf16")
+    for x, y in zip(fp32, bf16):
+        assert y.dtype == torch.float32 and not torch.equal(x, y)  # bf16 did run
+        assert (x - y).abs().max() < 0.05 * x.abs().max() + 1e-3
+    comps = [Composition("NaCl"), Composition("Fe2O3")]
+    structures = sampler.sample(comps, SamplerSettings(steps=20, precision="bf16"), seed=0)
+    assert [s.composition.reduced_formula for s in structures] == ["NaCl", "Fe2O3"]
+    assert all(np.isfinite(s.frac_coords).all() for s in structures)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        SamplerSettings(precision="fp16")
+
+
 def louder_after_first_draw(monkeypatch) -> list:
     """Make every torch.randn draw after the first (the starting lattice) five times larger;
     returns the call log, which a caller clears to start counting again."""

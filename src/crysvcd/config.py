@@ -104,6 +104,7 @@ class GenerateConfig:
     stage1_alloy: str | None = None
     stage2: str | None = None
     device: str = "cpu"  # Stage II sampling: cpu, cuda, auto
+    precision: str = "fp32"  # Stage II's network: fp32, tf32 (CUDA) or bf16 (autocast)
     chunk: int = 16  # structures sampled together and written together
 
     def __post_init__(self) -> None:
@@ -125,6 +126,8 @@ class GenerateConfig:
             raise ValueError(f"unknown MLIP {self.rank_mlip!r}; choose from {', '.join(BACKENDS)}")
         if self.guidance is not None and self.guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if (self.screen is not None or self.novel_formulas) and self.formulas:
             raise ValueError("screen and novel_formulas act on Stage I's formulas: not given ones")
 

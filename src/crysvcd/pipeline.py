@@ -231,7 +231,8 @@ def generate(
         [c for c in cfg.conditions if c.split("=", 1)[0].strip() in stage2_props],
         sampler2.model.properties,
     )
-    settings = SamplerSettings(steps=cfg.steps, corrector=cfg.corrector, guidance=cfg.guidance)
+    settings = SamplerSettings(steps=cfg.steps, corrector=cfg.corrector, guidance=cfg.guidance,
+                               precision=cfg.precision)  # fmt: skip
     if cfg.screen:  # read before anything is written: a bad file fails here
         from crysvcd.evaluate.screen import StabilityScreen
 

@@ -108,6 +108,17 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
 
 
+def precision_context(device: torch.device, precision: str = "fp32"):
+    """The context a network's forward pass runs in: bf16 autocast for "bf16"; for "tf32",
+    TF32 matmuls switched on (CUDA only; a process-wide setting); else nothing."""
+    if precision == "tf32" and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def learning_rate(cfg: FitConfig, step: int, total_steps: int, seconds: float) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -186,9 +197,6 @@ def fit(
     dist = _Distributed(device)
     if dist.on and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if cfg.precision == "tf32" and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     if len(train) == 0:
         raise ValueError("no training rows")
     torch.manual_seed(cfg.seed)
@@ -234,11 +242,7 @@ def fit(
 
         ids = [device.index] if device.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=ids)
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if cfg.precision == "bf16"
-        else nullcontext()
-    )
+    autocast = precision_context(device, cfg.precision)
 
     def save(path: Path, module: nn.Module, **extra) -> None:
         checkpoints.save(path, module, **meta, **extra)

@@ -22,6 +22,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
+from crysvcd.config import PRECISIONS
 from crysvcd.evaluate.settings import BACKENDS, EvaluateConfig
 
 TARGETS = ("stability", "kappa", "dielectric")
@@ -95,6 +96,9 @@ class LoopConfig:
     stage2_pool_sample: int = 2000  # pool crystals beside the labelled ones (Stage II)
     labelled_weight: int = 10  # copies of every labelled crystal in the fine-tuning data
     train_device: str = "auto"
+    # the networks' arithmetic in generation (Stage II) and in the fine-tunes: fp32, tf32
+    # (CUDA) or bf16 (autocast; README: several times faster on CPUs with AVX512-BF16)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         positive = (
@@ -144,6 +148,8 @@ class LoopConfig:
             raise ValueError("fmax and timeout must be > 0 and guidance >= 0")
         if not (0 < self.stage1_lr < 1 and 0 < self.stage2_lr < 1):
             raise ValueError("stage1_lr and stage2_lr must be in (0, 1)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.stage2_pool_sample < 0:
             raise ValueError(f"stage2_pool_sample must be >= 0, got {self.stage2_pool_sample}")
         if self.prime and self.target == "stability":

@@ -134,6 +134,7 @@ def generate_config(
         guidance=cfg.guidance if conditioned else None,
         valence_masks=cfg.valence_masks,
         device=cfg.device,
+        precision=cfg.precision,
         **models,
     )
 
@@ -355,7 +356,8 @@ def finetune(cfg: LoopConfig, folder: Path, seed: int, store, models: dict) -> d
             init = models[name] or checkpoints.shipped(f"stage1-{kind}")
             fit_cfg = replace(stage1.FIT, max_epochs=cfg.stage1_epochs, patience=None,
                               lr=cfg.stage1_lr, min_lr=cfg.stage1_lr / 10, warmup_steps=50,
-                              device=cfg.train_device, seed=seed)  # fmt: skip
+                              device=cfg.train_device, precision=cfg.precision,
+                              seed=seed)  # fmt: skip
             s1cfg = checkpoints.tuned_config(init, Stage1Config, "Stage I", [prop])
             result = stage1.train(s1cfg, folder / name, fit_cfg, data=frame, init=init)
             new[name] = str(result.best_path)
@@ -367,8 +369,8 @@ def finetune(cfg: LoopConfig, folder: Path, seed: int, store, models: dict) -> d
             with_structure, labelled, cfg.labelled_weight, cfg.stage2_pool_sample, seed
         )
         fit_cfg = replace(stage2.FIT, max_epochs=cfg.stage2_epochs, eval_every=1, snapshots=False,
-                          lr=cfg.stage2_lr, min_lr=cfg.stage2_lr / 10,
-                          device=cfg.train_device, seed=seed)  # fmt: skip
+                          lr=cfg.stage2_lr, min_lr=cfg.stage2_lr / 10, seed=seed,
+                          device=cfg.train_device, precision=cfg.precision)  # fmt: skip
         result = stage2.train(s2cfg, folder / "stage2", fit_cfg, data=frame, init=init)
         new["stage2"] = str(result.best_path)
     return new
