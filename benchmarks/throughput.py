@@ -16,8 +16,8 @@
    without the corrector step, in fp32 and under bf16 autocast, and where a sampling step
    spends its time (profile).
 4. train: Stage II training steps per second and seconds per epoch of the pool, 4 x 256 and
-   6 x 512, batches gathered by ``PackedCrystals`` (tensor ops) against the former
-   per-crystal ``collate`` (rebuilt here as the reference).
+   6 x 512, fp32 and bf16 autocast, batches gathered by ``PackedCrystals`` (tensor ops)
+   against the former per-crystal ``collate`` (rebuilt here as the reference).
 Prints every figure; asserts nothing.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import itertools
 import pstats
 import time
 import warnings
@@ -203,6 +204,7 @@ def section_train(args) -> None:
     from crysvcd.stage2.loss import diffusion_loss
     from crysvcd.stage2.schedules import Schedules
     from crysvcd.stage2.train import crystals_from_frame
+    from crysvcd.training import precision_context
 
     pool = training_pool("train").sample(args.n_train_rows, random_state=0)
     crystals = crystals_from_frame(pool, [], 20)
@@ -222,20 +224,23 @@ def section_train(args) -> None:
     t_old = (time.perf_counter() - t0) / 50
     print(f"batch of 64: PackedCrystals {1e3 * t_new:.2f} ms, per-crystal collate "
           f"{1e3 * t_old:.2f} ms")  # fmt: skip
-    for hidden, layers in ((256, 4), (512, 6)):
+    cpu = torch.device("cpu")
+    for (hidden, layers), precision in itertools.product(((256, 4), (512, 6)), ("fp32", "bf16")):
         cfg = Stage2Config(hidden=hidden, n_layers=layers)
         model, sched = CSPNet(cfg), Schedules(cfg.timesteps, cfg.sigma_begin, cfg.sigma_end)
         opt = torch.optim.Adam(model.parameters())
         t0 = time.perf_counter()
         for _ in range(args.train_steps):
             batch = packed.batch(torch.randint(0, len(crystals), (64,), generator=g), "cpu")
-            loss, _ = diffusion_loss(model, sched, batch, g, cfg)
+            with precision_context(cpu, precision):  # as training.fit does
+                loss, _ = diffusion_loss(model, sched, batch, g, cfg)
             opt.zero_grad()
             loss.backward()
             opt.step()
         dt = (time.perf_counter() - t0) / args.train_steps
-        print(f"{layers} x {hidden}: {1 / dt:.2f} steps/s, {dt * n_pool / 64 / 60:.1f} min "
-              f"per epoch of the {n_pool} train crystals")  # fmt: skip
+        minutes = dt * n_pool / 64 / 60
+        print(f"{layers} x {hidden}, {precision}: {1 / dt:.2f} steps/s, {minutes:.1f} min per "
+              f"epoch of the {n_pool} train crystals")  # fmt: skip
 
 
 def main() -> None:
