@@ -13,7 +13,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd.evaluate.relax import RelaxationFailed, relax
 from crysvcd.evaluate.runner import evaluate
-from crysvcd.evaluate.settings import EvaluateConfig, PhononSettings
+from crysvcd.evaluate.settings import AUTO_RELAX_BATCH, EvaluateConfig, PhononSettings
 
 pytest.importorskip("torch_sim")
 
@@ -76,6 +76,15 @@ def test_a_collapsing_structure_fails_alone_in_its_batch():
         out = relax_batched([fcc(3.2), dilute, fcc(3.0)], model, fmax=0.001, steps=2000)
     assert isinstance(out[1], RelaxationFailed) and "tenfold" in str(out[1])
     assert out[0].converged and out[2].converged
+
+
+def test_relax_batch_default_is_batched_where_it_applies():
+    assert EvaluateConfig().relax_batch == AUTO_RELAX_BATCH > 1  # SevenNet-0 with FIRE
+    assert EvaluateConfig(mlip="sevennet-l3i5").relax_batch == AUTO_RELAX_BATCH
+    assert EvaluateConfig(mlip="emt").relax_batch == 1
+    assert EvaluateConfig(mlip="chgnet").relax_batch == 1
+    assert EvaluateConfig(optimizer="BFGS").relax_batch == 1
+    assert EvaluateConfig(relax_batch=1).relax_batch == 1  # the ASE path on request
 
 
 def test_relax_batch_needs_a_sevennet_model():

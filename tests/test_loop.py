@@ -95,6 +95,8 @@ def test_two_rounds_finish_and_resume_without_duplicates(tiny_models, tmp_path, 
         LoopState(out, replace(cfg, n=6))
     with pytest.raises(ValueError, match=r"other settings \(rounds\)"):
         LoopState(out, replace(cfg, rounds=1))
+    # how labels are computed (workers, grouping, device) may change on resume
+    LoopState(out, replace(cfg, workers=cfg.workers + 1, relax_batch=1, label_device="auto"))
 
 
 def test_a_labelling_failure_is_recorded_and_the_round_goes_on(tiny_models, tmp_path, dask_client):

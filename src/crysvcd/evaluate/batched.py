@@ -30,9 +30,9 @@ from crysvcd.evaluate.settings import BATCHED
 
 
 @cache
-def torch_sim_model(name: str, device: str = "cpu"):
-    """torch-sim's SevenNet wrapper around the same weights as ``mlip.get_calculator``; one
-    per backend and device (a Dask worker loads it once)."""
+def torch_sim_model(name: str, device: str = "cpu", model_path: str | None = None):
+    """torch-sim's SevenNet wrapper around the same weights as ``mlip.get_calculator`` (the
+    wheel's, or ``model_path``'s); one per backend, weights and device."""
     if name not in BATCHED:
         raise ValueError(f"no batched path for {name!r} (batched: {', '.join(BATCHED)})")
     import sevenn.calculator
@@ -46,7 +46,7 @@ def torch_sim_model(name: str, device: str = "cpu"):
 
     from crysvcd.evaluate.mlip import get_calculator, mlip_device
 
-    calc = get_calculator(name, device=device)
+    calc = get_calculator(name, model_path, device)
     # a copy: torch-sim switches the model it wraps to batched input (set_is_batch_data),
     # which would break the cached ASE calculator that phonons and kappa use afterwards
     model = copy.deepcopy(calc.model)

@@ -186,7 +186,7 @@ def label_batch(
 
     try:
         calc = get_calculator(cfg.mlip, cfg.model_path, cfg.device)
-        model = torch_sim_model(cfg.mlip, cfg.device)
+        model = torch_sim_model(cfg.mlip, cfg.device, cfg.model_path)
     except Exception as exc:
         return [({"status": "failed", "error": error_text(exc)}, None) for _ in structures]
     refused: dict[int, Exception] = {}

@@ -28,6 +28,8 @@ from crysvcd.evaluate.settings import BACKENDS, EvaluateConfig
 TARGETS = ("stability", "kappa", "dielectric")
 # what a run made before a setting existed did, in that setting's terms (resume compares them)
 BEFORE = {"screen_factor": 1}
+# how the labels are computed, not what they are: a resumed run may change these
+HOW = ("workers", "scheduler", "label_device", "relax_batch")
 
 
 @dataclass
@@ -81,7 +83,9 @@ class LoopConfig:
     kappa_prescreen: float = 1.0
     kappa_mlip: str | None = "sevennet-l3i5"  # None: the relaxation's MLIP
     label_device: str = "cpu"  # where the MLIP runs: cpu, cuda, auto
-    relax_batch: int = 1  # > 1: relax this many at once with torch-sim (SevenNet models)
+    # > 1: relax this many at once with torch-sim (SevenNet models); None: EvaluateConfig's
+    # choice (a group of 32 for SevenNet models, else 1)
+    relax_batch: int | None = None
     workers: int = 1  # Dask worker processes on this machine
     scheduler: str | None = None  # or the address of a running Dask scheduler
     # fine-tuning between rounds
@@ -104,7 +108,7 @@ class LoopConfig:
         positive = (
             "rounds", "n", "diffusion_steps", "candidates", "relax_steps", "workers",
             "stage1_epochs", "stage2_epochs", "labelled_weight", "phonon_max_atoms",
-            "kappa_per_round", "screen_factor", "relax_batch",
+            "kappa_per_round", "screen_factor",
         )  # fmt: skip
         for name in positive:
             value = getattr(self, name)

@@ -46,7 +46,7 @@ from crysvcd.datasets import hash_bucket
 from crysvcd.evaluate.runner import Job, load_structures, plan, record, results, submit
 from crysvcd.evaluate.settings import EvaluateConfig, KappaSettings, PhononSettings
 from crysvcd.evaluate.store import ResultStore
-from crysvcd.loop.config import BEFORE, LoopConfig
+from crysvcd.loop.config import BEFORE, HOW, LoopConfig
 from crysvcd.runinfo import atomic_write_text, versions
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,9 @@ class LoopState:
             data = json.loads(self.path.read_text())
             # a setting added after the run was made counts as what the run did without it
             stored = {**LoopConfig().to_dict(), **BEFORE, **data["config"]}
-            differ = sorted(k for k, v in cfg.to_dict().items() if stored.get(k) != v)
+            differ = sorted(
+                k for k, v in cfg.to_dict().items() if stored.get(k) != v and k not in HOW
+            )
             if differ == ["rounds"] and cfg.rounds > stored["rounds"]:
                 differ = []  # more rounds: a finished campaign goes on where it stopped
                 data["config"]["rounds"] = cfg.rounds
@@ -197,7 +199,8 @@ class Labeller:
     def _submit(self, full_only: bool) -> None:
         for sampled, jobs in self.waiting.items():
             fresh = sum("relax" in j.steps for j in jobs)
-            if full_only and jobs and fresh == len(jobs) and fresh < self.cfg.relax_batch:
+            group = self._config(sampled).relax_batch  # the resolved size
+            if full_only and jobs and fresh == len(jobs) and fresh < group:
                 continue  # a group still filling
             for future, group in submit(self.client, jobs, self._config(sampled)).items():
                 self.groups[future.key] = group
