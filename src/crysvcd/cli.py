@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=E.device, help="where the MLIP runs: cpu, cuda, auto")
     p.add_argument("--relax-batch", type=int, default=E.relax_batch,
                    help="relax this many structures at once with torch-sim (default: 32 for "
-                   "SevenNet models with FIRE, else 1; 1: one at a time with ASE)")  # fmt: skip
+                   "SevenNet models on a GPU, else 1: one at a time with ASE)")  # fmt: skip
     p.add_argument("--workers", type=int, default=1, help="Dask worker processes (1 thread each)")
     p.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786)")
     p.add_argument("--db", help="ASE database path or PostgreSQL URL (default: SOURCE/labels.db)")

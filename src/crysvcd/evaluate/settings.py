@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 BACKENDS = ("sevennet", "sevennet-l3i5", "sevennet-mf0", "chgnet", "mattersim", "emt")
 BATCHED = ("sevennet", "sevennet-l3i5", "sevennet-mf0")  # torch-sim has their model interface
-AUTO_RELAX_BATCH = 32  # the default group of the batched path (README, throughput)
+AUTO_RELAX_BATCH = 32  # the default group of the batched path on a GPU
 OPTIMIZERS = ("FIRE", "BFGS")
 STEPS = ("relax", "phonons", "kappa", "dielectric")
 
@@ -122,16 +122,17 @@ class EvaluateConfig:
     # Fresh relaxations go to a worker in groups of this many and are relaxed together by
     # torch-sim (one model call per FIRE step for the group; ``batched.py``), SevenNet
     # models only. 1: one ASE relaxation at a time. Same convergence rule either way, so
-    # not part of the signature either. None: AUTO_RELAX_BATCH where the batched path
-    # applies (a SevenNet model, FIRE), else 1. On this project's 2-core CPU, 64 MP-20 dev
-    # structures relax 2.7x faster all in flight than one by one (README, throughput).
+    # not part of the signature either. None: AUTO_RELAX_BATCH when the MLIP runs on a GPU
+    # and the batched path applies (a SevenNet model, FIRE), else 1. On this project's
+    # 2-core CPU, through Dask, groups of 32 were no faster than one at a time (README,
+    # throughput); on a GPU it was not measured.
     relax_batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.mlip not in BACKENDS:
             raise ValueError(f"unknown MLIP {self.mlip!r}; choose from {', '.join(BACKENDS)}")
         if self.relax_batch is None:
-            batched = self.mlip in BATCHED and self.optimizer == "FIRE"
+            batched = self.mlip in BATCHED and self.optimizer == "FIRE" and self._on_gpu()
             self.relax_batch = AUTO_RELAX_BATCH if batched else 1
         if not isinstance(self.relax_batch, int) or self.relax_batch < 1:
             raise ValueError(f"relax_batch must be >= 1, got {self.relax_batch}")
@@ -157,6 +158,13 @@ class EvaluateConfig:
                              f"{', '.join(BACKENDS)}")  # fmt: skip
         if self.kappa and (self.kappa_mlip or self.mlip) == "chgnet":
             raise ValueError("kappa needs smooth forces: use a SevenNet model, not chgnet")
+
+    def _on_gpu(self) -> bool:
+        if self.device == "auto":
+            import torch
+
+            return torch.cuda.is_available()
+        return self.device.startswith("cuda")
 
     def wanted(self) -> tuple[str, ...]:
         asked = {"relax": True, "phonons": self.phonons, "kappa": self.kappa}

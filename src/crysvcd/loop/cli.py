@@ -25,7 +25,7 @@ _HELP = {
     "phonon_share": "share of those that get phonons (fixed by a hash of the key)",
     "workers": "Dask worker processes on this machine",
     "label_device": "where the MLIP runs: cpu, cuda, cuda:N or auto",
-    "relax_batch": "relax this many at once with torch-sim (default: 32 for SevenNet, else 1)",
+    "relax_batch": "relax this many at once with torch-sim (default: 32 on a GPU, else 1)",
     "scheduler": "address of a running Dask scheduler (tcp://host:8786)",
     "labelled_weight": "copies of each labelled crystal in the fine-tuning data",
     "stage2_pool_sample": "pool crystals beside the labelled ones in the Stage II fine-tune",

@@ -84,7 +84,7 @@ class LoopConfig:
     kappa_mlip: str | None = "sevennet-l3i5"  # None: the relaxation's MLIP
     label_device: str = "cpu"  # where the MLIP runs: cpu, cuda, auto
     # > 1: relax this many at once with torch-sim (SevenNet models); None: EvaluateConfig's
-    # choice (a group of 32 for SevenNet models, else 1)
+    # choice (a group of 32 for SevenNet models on a GPU, else 1)
     relax_batch: int | None = None
     workers: int = 1  # Dask worker processes on this machine
     scheduler: str | None = None  # or the address of a running Dask scheduler
