@@ -1,3 +1,6 @@
+import json
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,6 +39,20 @@ def test_generate_from_formulas_writes_everything(tiny_run, tmp_path):
         assert len(Structure.from_file(out / f)) in (2, 7)
     assert all((out / f).exists() for f in summary["file"])
     assert (out / "run.json").exists()
+
+
+def test_resume_takes_a_run_made_before_a_setting_existed(tiny_run, tmp_path):
+    ckpt, _ = tiny_run
+    cfg = GenerateConfig(formulas=["NaCl", "KCl"], steps=5, stage2=str(ckpt / "best.pt"))
+    out = tmp_path / "res"
+    first = generate(cfg, out, progress=False)
+    record = json.loads((out / "run.json").read_text())
+    del record["config"]["precision"]  # as written before precision was a setting
+    (out / "run.json").write_text(json.dumps(record))
+    again = generate(cfg, out, progress=False, resume=True)  # accepted: nothing left to do
+    assert again == [] and len(first) == len(pd.read_csv(out / "summary.csv")) == 2
+    with pytest.raises(ValueError, match=r"other settings \(\['precision'\]\)"):
+        generate(replace(cfg, precision="bf16"), out, progress=False, resume=True)
 
 
 @pytest.mark.parametrize(

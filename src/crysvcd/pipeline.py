@@ -187,7 +187,8 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool, config: dict) -> l
     run = out / "run.json"
     if not run.exists():
         raise ValueError(f"{out} holds no run.json: not a generate run to resume")
-    old = json.loads(run.read_text()).get("config", {})
+    # a setting added after that run was made counts as its default there
+    old = {**asdict(GenerateConfig()), **json.loads(run.read_text()).get("config", {})}
     differ = sorted(k for k in config if k != "chunk" and old.get(k) != config[k])
     if differ or old.get("chunk") != config["chunk"]:
         raise ValueError(
