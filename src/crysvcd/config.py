@@ -75,6 +75,15 @@ class Stage2Config:
 DEFAULT_STEPS = 100
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def check_precision(precision: str) -> None:
+    """The one check of a ``precision`` setting (training, sampling, generate, loop)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
 @dataclass
 class GenerateConfig:
     n: int = 20
@@ -126,13 +135,9 @@ class GenerateConfig:
             raise ValueError(f"unknown MLIP {self.rank_mlip!r}; choose from {', '.join(BACKENDS)}")
         if self.guidance is not None and self.guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
         if (self.screen is not None or self.novel_formulas) and self.formulas:
             raise ValueError("screen and novel_formulas act on Stage I's formulas: not given ones")
-
-
-PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass
@@ -190,6 +195,4 @@ def check_fit_values(cfg: Any) -> None:
         raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
     if getattr(cfg, "warmup_steps", 0) < 0 or getattr(cfg, "weight_decay", 0.0) < 0:
         raise ValueError("warmup_steps and weight_decay must be >= 0")
-    precision = getattr(cfg, "precision", "fp32")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(getattr(cfg, "precision", "fp32"))

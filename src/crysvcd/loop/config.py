@@ -22,7 +22,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
-from crysvcd.config import PRECISIONS
+from crysvcd.config import check_precision
 from crysvcd.evaluate.settings import BACKENDS, EvaluateConfig
 
 TARGETS = ("stability", "kappa", "dielectric")
@@ -152,8 +152,7 @@ class LoopConfig:
             raise ValueError("fmax and timeout must be > 0 and guidance >= 0")
         if not (0 < self.stage1_lr < 1 and 0 < self.stage2_lr < 1):
             raise ValueError("stage1_lr and stage2_lr must be in (0, 1)")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.stage2_pool_sample < 0:
             raise ValueError(f"stage2_pool_sample must be >= 0, got {self.stage2_pool_sample}")
         if self.prime and self.target == "stability":

@@ -26,7 +26,7 @@ import torch
 
 from crysvcd import checkpoints
 from crysvcd.conditioning import parse_conditions
-from crysvcd.config import PRECISIONS
+from crysvcd.config import check_precision
 from crysvcd.stage2.batch import Crystal, collate, composition_atoms
 from crysvcd.stage2.cspnet import CSPNet, load_model
 from crysvcd.stage2.schedules import Schedules
@@ -56,8 +56,7 @@ class SamplerSettings:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {self.eta}")
         if self.anti_anneal < 0:
