@@ -7,6 +7,7 @@ installed (CI installs it)."""
 import warnings
 
 import pytest
+import torch
 from ase.build import bulk
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
@@ -78,11 +79,16 @@ def test_a_collapsing_structure_fails_alone_in_its_batch():
     assert out[0].converged and out[2].converged
 
 
-def test_relax_batch_default_batches_on_a_gpu_only():
-    # on the CPU one at a time (measured: no faster through Dask); batched on a GPU where
-    # the path applies (the model on "cuda" falls back to the CPU here, the choice stands)
+def test_relax_batch_default_batches_on_a_gpu_only(monkeypatch):
+    # on the CPU one at a time (measured: no faster through Dask); "cuda" without CUDA
+    # runs on the CPU, so one at a time too
     assert EvaluateConfig().relax_batch == 1
-    assert EvaluateConfig(device="cuda").relax_batch == AUTO_RELAX_BATCH > 1
+    if not torch.cuda.is_available():
+        assert EvaluateConfig(device="cuda").relax_batch == 1
+    # batched on a GPU where the path applies
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert EvaluateConfig(device="auto").relax_batch == AUTO_RELAX_BATCH > 1
+    assert EvaluateConfig(device="cuda").relax_batch == AUTO_RELAX_BATCH
     assert EvaluateConfig(device="cuda", mlip="sevennet-l3i5").relax_batch == AUTO_RELAX_BATCH
     assert EvaluateConfig(device="cuda", mlip="emt").relax_batch == 1
     assert EvaluateConfig(device="cuda", optimizer="BFGS").relax_batch == 1

@@ -160,11 +160,9 @@ class EvaluateConfig:
             raise ValueError("kappa needs smooth forces: use a SevenNet model, not chgnet")
 
     def _on_gpu(self) -> bool:
-        if self.device == "auto":
-            import torch
+        from crysvcd.evaluate.mlip import mlip_device  # the one device rule (torch)
 
-            return torch.cuda.is_available()
-        return self.device.startswith("cuda")
+        return mlip_device(self.device).startswith("cuda")
 
     def wanted(self) -> tuple[str, ...]:
         asked = {"relax": True, "phonons": self.phonons, "kappa": self.kappa}
