@@ -24,7 +24,9 @@ branch: a new run that shares the first ``--rounds`` generated and labelled roun
   (copied: folders and database rows) and continues with OTHER.toml's settings, which may
   differ only in what happens after those rounds (the fine-tuning label, epochs, ...): two
   thresholds compared from the same round 0. With ``--finetune`` the fine-tune after the
-  last shared round is shared too (copied, when OTHER.toml fine-tunes the same way).
+  last shared round is shared too (copied, when OTHER.toml fine-tunes the same way);
+  ``--rounds 0 --finetune`` shares a property campaign's prime (its fine-tune on the
+  target's bundled labels) and nothing else: a campaign re-run with another screen.
 guidance: Stage II conditioning tested for real: the fine-tuned Stage II of RUN that made
   round ``--round``, on that round's first ``--n`` compositions, sampled with guidance
   toward stable=1 (w = the run's guidance) and without any condition, same seed; both sets
@@ -270,11 +272,18 @@ def branch(args) -> None:
         models = source_models.get(str(args.rounds))
         if differ or models is None:
             raise SystemExit(f"the fine-tune is not shareable: {differ or 'not done in SRC'}")
-        last = f"round_{args.rounds - 1:02d}"
-        shutil.copytree(src / last / "finetune", dest / last / "finetune")
+        # --rounds 0: share the prime (the fine-tune on the target's bundled labels)
+        done = "prime" if args.rounds == 0 else f"round_{args.rounds - 1:02d}/finetune"
+        if args.rounds == 0 and not json.loads((src / "loop.json").read_text()).get("primed"):
+            raise SystemExit(f"{src} was not primed")
+        shutil.copytree(src / done, dest / done)
         state.set_models(args.rounds, {k: v and v.replace(str(src), str(dest))
                                        for k, v in models.items()})  # fmt: skip
-        state.mark(args.rounds - 1, "finetuned")
+        if args.rounds == 0:
+            state.data["primed"] = True
+            state.save()
+        else:
+            state.mark(args.rounds - 1, "finetuned")
     print(f"{dest}: rounds 0-{args.rounds - 1} shared with {src}; "
           f"now: crysvcd loop --config {args.config} --out {dest}")  # fmt: skip
 
@@ -330,7 +339,7 @@ def guidance(args) -> None:
 
 
 def screen(args) -> None:
-    from crysvcd.evaluate.screen import FEATURES, StabilityScreen
+    from crysvcd.evaluate.screen import FEATURES, Screen
     from crysvcd.loop.run import screen_data
 
     frames = [pd.read_csv(Path(run) / "structures.csv", low_memory=False, keep_default_na=False)
@@ -340,7 +349,7 @@ def screen(args) -> None:
     print(f"== {len(y)} labelled crystals, {y.mean():.3f} stable (Ehull < {args.threshold}) ==")
 
     def scores_of(train, test):
-        s = StabilityScreen.fit(x[train], y[train]).score(x[test])
+        s = Screen.fit(x[train], y[train]).score(x[test])
         order = np.argsort(-s)
         top = [y[test][order[: int(len(s) * q)]].mean() for q in (1 / 2, 1 / 3, 1 / 5)]
         return [_auc(s, y[test]), y[test].mean(), *top]
@@ -359,7 +368,7 @@ def screen(args) -> None:
     print(f"trained on round {args.train_round} ({first.sum()}), tested on later rounds "
           f"({(rounds > args.train_round).sum()}): {head}: "
           + "  ".join(f"{v:.3f}" for v in scores_of(first, rounds > args.train_round)))  # fmt: skip
-    fit = StabilityScreen.fit(x, y)
+    fit = Screen.fit(x, y)
     weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(FEATURES, fit.weights))
     print(f"weights on all {len(y)} (standardised): {weights}")
 

@@ -1,5 +1,6 @@
 """Property campaigns (kappa, dielectric) end to end on tiny models and EMT."""
 
+import json
 import math
 from pathlib import Path
 
@@ -110,6 +111,13 @@ def test_dielectric_campaign_runs_end_to_end(tiny_models, tmp_path, dask_client)
     assert (out / "prime/stage2/best.pt").exists()
     run0 = (out / "round_00/generated/run.json").read_text()
     assert "dielectric_high=1" in run0 and "prime" in run0
+    # round 0's formulas were screened for the target, by a screen fitted on the bundled
+    # DFPT labels (element fractions among its descriptors)
+    screen = json.loads((out / "round_00/screen.json").read_text())
+    assert screen["label"] == "dielectric_high" and "frac:Ti" in screen["features"]
+    assert screen["n_train"] > 2000 and 0 < screen["n_hits"] < 200
+    summary = pd.read_csv(out / "round_00/generated/summary.csv")
+    assert summary["screen_score"].notna().all()
     assert "target_hit" in shares
     cand = pd.read_csv(out / "candidates.csv")
     assert len(cand) == len(relaxed) and list(cand["rank"]) == list(range(1, len(cand) + 1))

@@ -1,4 +1,5 @@
-"""The learned stability screen: fit, rank, save, refuse bad input; used by generate()."""
+"""The learned screens (stability, a property): fit, rank, save, refuse bad input; used by
+generate()."""
 
 import numpy as np
 import pandas as pd
@@ -6,30 +7,37 @@ import pytest
 from pymatgen.core import Composition
 
 from crysvcd.config import GenerateConfig
-from crysvcd.evaluate.screen import FEATURES, StabilityScreen, features, select
+from crysvcd.evaluate.screen import (
+    COMPOSITION_FEATURES,
+    FEATURES,
+    Screen,
+    element_features,
+    features,
+    select,
+)
 from crysvcd.pipeline import generate
 
 FORMULAS = ["NaCl", "MgO", "KBr", "CaO", "LiF", "ZnS", "BaTiO3", "SrTiO3", "LiFePO4",
             "Li2MnNiO4", "NaKMgCl4", "CsRbZnCdF6"]  # fmt: skip
 
 
-def few_elements_screen() -> StabilityScreen:
+def few_elements_screen() -> Screen:
     """A screen fitted on labels that say: binaries are stable, the rest are not."""
     x = np.stack([features(Composition(f), "ionic") for f in FORMULAS])
     y = np.array([len(Composition(f)) == 2 for f in FORMULAS], dtype=float)
-    return StabilityScreen.fit(x, y)
+    return Screen.fit(x, y)
 
 
 def test_the_screen_learns_its_labels_and_reads_back(tmp_path):
     screen = few_elements_screen()
-    assert (screen.n_train, screen.n_stable) == (12, 6)
+    assert (screen.n_train, screen.n_hits, screen.label) == (12, 6, "stable")
     x = np.stack([features(Composition(f), "ionic") for f in FORMULAS])
     scores = screen.score(x)
     binaries = np.array([len(Composition(f)) == 2 for f in FORMULAS])
     assert scores[binaries].min() > scores[~binaries].max()
     assert screen.weights[FEATURES.index("n_elements")] < 0
     screen.save(tmp_path / "s.json")
-    again = StabilityScreen.load(tmp_path / "s.json")
+    again = Screen.load(tmp_path / "s.json")
     np.testing.assert_allclose(again.score(x), scores)
 
 
@@ -52,16 +60,49 @@ def test_select_prefers_distinct_formulas():
 def test_bad_screens_are_refused(tmp_path):
     x = np.stack([features(Composition(f), "ionic") for f in FORMULAS])
     with pytest.raises(ValueError, match="both kinds"):
-        StabilityScreen.fit(x, np.ones(len(FORMULAS)))
+        Screen.fit(x, np.ones(len(FORMULAS)))
     with pytest.raises(ValueError, match="at least 10"):
-        StabilityScreen.fit(x[:4], np.array([0.0, 1.0, 0.0, 1.0]))
-    with pytest.raises(FileNotFoundError, match="no stability screen"):
-        StabilityScreen.load(tmp_path / "missing.json")
+        Screen.fit(x[:4], np.array([0.0, 1.0, 0.0, 1.0]))
+    with pytest.raises(FileNotFoundError, match="no screen"):
+        Screen.load(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text('{"mean": [1]}')
-    with pytest.raises(ValueError, match="not a stability screen"):
-        StabilityScreen.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="not a screen"):
+        Screen.load(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="not given ones"):
         GenerateConfig(formulas=["NaCl"], screen=str(tmp_path / "bad.json"))
+    few_elements_screen().save(tmp_path / "s.json")
+    text = (tmp_path / "s.json").read_text().replace('"x_std"', '"frac:Xx"')
+    (tmp_path / "odd.json").write_text(text)
+    with pytest.raises(ValueError, match="unknown descriptors.*frac:Xx"):
+        Screen.load(tmp_path / "odd.json")
+
+
+def test_a_screen_saved_before_property_screens_still_loads(tmp_path):
+    screen = few_elements_screen()
+    screen.save(tmp_path / "s.json")
+    old = (tmp_path / "s.json").read_text().replace('"n_hits"', '"n_stable"')
+    (tmp_path / "old.json").write_text(old.replace('  "label": "stable",\n', ""))
+    again = Screen.load(tmp_path / "old.json")
+    assert (again.n_hits, again.label) == (6, "stable")
+
+
+def test_a_property_screen_reads_element_fractions(tmp_path):
+    """Titanates and niobates are the hits: only the element fractions can tell."""
+    formulas = ["SrTiO3", "BaTiO3", "CaTiO3", "KNbO3", "NaNbO3", "PbTiO3",
+                "SrZrO3", "BaZrO3", "CaSnO3", "KTaO3", "MgSiO3", "BaSnO3"]  # fmt: skip
+    y = np.array([f.endswith(("TiO3", "NbO3")) for f in formulas], dtype=float)
+    names = COMPOSITION_FEATURES + element_features(formulas)
+    assert "frac:Ti" in names and "alloy" not in names and "frac:Eu" not in names
+    x = np.stack([features(Composition(f), "ionic", "", names) for f in formulas])
+    assert x[0, names.index("frac:Ti")] == pytest.approx(0.2)
+    screen = Screen.fit(x, y, names, "dielectric_high")
+    screen.save(tmp_path / "p.json")
+    again = Screen.load(tmp_path / "p.json")
+    assert again.label == "dielectric_high" and again.features == names
+    # a formula with an element it never saw scores by its other descriptors
+    new = [Composition("SrTiO3"), Composition("SrHfO3"), Composition("EuTiO3")]
+    scores = again.score(np.stack([again.descriptors(c, "ionic") for c in new]))
+    assert scores[0] > scores[1] and scores[2] > scores[1]
 
 
 def test_generate_keeps_the_formulas_the_screen_rates_best(tiny_run, tmp_path):
@@ -77,7 +118,7 @@ def test_generate_keeps_the_formulas_the_screen_rates_best(tiny_run, tmp_path):
     drawn, _ = load_sampler(None, "ionic").sample(
         24, 1.0, seed=0, conditions=[], constrained=True, neutral_only=True
     )
-    screen = StabilityScreen.load(tmp_path / "screen.json")
+    screen = Screen.load(tmp_path / "screen.json")
     x = np.stack([features(f.composition, "ionic", f.valence_string()) for f in drawn])
     scores = screen.score(x)
     chosen = select(scores, [f.cell_formula for f in drawn], 6)

@@ -154,13 +154,13 @@ def plan(cfg: GenerateConfig, max_atoms: int = 20) -> list[PlanItem]:
 
 
 def _screened(drawn: list[PlanItem], screen_path: str, n: int) -> list[PlanItem]:
-    """The ``n`` drawn formulas the stability screen rates best (distinct ones first)."""
-    from crysvcd.evaluate.screen import StabilityScreen, features, select
+    """The ``n`` drawn formulas the screen rates best (distinct ones first)."""
+    from crysvcd.evaluate.screen import Screen, select
 
     if not drawn:
         return []
-    screen = StabilityScreen.load(screen_path)
-    x = np.stack([features(it.composition, it.kind, it.tokens) for it in drawn])
+    screen = Screen.load(screen_path)
+    x = np.stack([screen.descriptors(it.composition, it.kind, it.tokens) for it in drawn])
     scores = screen.score(x)
     for item, score in zip(drawn, scores):
         item.score = round(float(score), 4)
@@ -235,9 +235,9 @@ def generate(
     settings = SamplerSettings(steps=cfg.steps, corrector=cfg.corrector, guidance=cfg.guidance,
                                precision=cfg.precision)  # fmt: skip
     if cfg.screen:  # read before anything is written: a bad file fails here
-        from crysvcd.evaluate.screen import StabilityScreen
+        from crysvcd.evaluate.screen import Screen
 
-        StabilityScreen.load(cfg.screen)
+        Screen.load(cfg.screen)
     calculator = None
     if cfg.candidates > 1:  # loaded before anything is written: a missing MLIP fails here
         from crysvcd.evaluate.mlip import get_calculator

@@ -34,8 +34,9 @@ _HELP = {
     "kappa_budget": "phono3py wall-time budget per crystal, s",
     "kappa_prescreen": "kappa campaigns: phonons only for the crystals the composition "
     "surrogate puts in this best share toward the target (1: all)",
-    "screen_factor": "from round 1: Stage I draws this many times n formulas and a stability "
-    "screen fitted on the labels so far keeps the best n (1: no screen)",
+    "screen_factor": "Stage I draws this many times n formulas and a screen fitted on the "
+    "labels so far keeps the best n (stability: from round 1; a property target: from round "
+    "0, on its bundled labels too; 1: no screen)",
 }
 # what `crysvcd campaign` sets unless told otherwise (the paper's recipe: fine-tune on the
 # property data first; keep what is within 0.1 eV/atom of the hull)

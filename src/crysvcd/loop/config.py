@@ -58,8 +58,9 @@ class LoopConfig:
     stage1_alloy: str | None = None
     stage2: str | None = None
     device: str = "cpu"  # Stage II sampling
-    # > 1: from round 1 on, Stage I draws this many times n formulas and a stability screen
-    # fitted on the labels so far (evaluate.screen) keeps the n it rates best; 1: no screen.
+    # > 1: Stage I draws this many times n formulas and a screen fitted on the labels so far
+    # (evaluate.screen) keeps the n it rates best; 1: no screen. Stability: from round 1 on;
+    # a property target: from round 0 on, fitted on its bundled labels and the campaign's.
     # The screen is what raised the stable share here, the fine-tunes alone did not (README)
     screen_factor: int = 5
     novel_formulas: bool = False  # every round: only formulas that are not MP entries

@@ -3,7 +3,7 @@
 One round:
 1. generate ``n`` crystals with this round's models (Stage I + II; from round 1 on
    conditioned on ``stable=1``, Stage II with classifier-free guidance, and Stage I's
-   formulas picked by a stability screen fitted on the labels so far: ``fit_screen``);
+   formulas picked by a screen fitted on the labels so far: ``fit_screen``);
 2. label them while generation is still running: each structure goes to a Dask worker
    as soon as it is written (relaxation, energy above the MP hull; phonons for the crystals
    under ``phonon_ehull_max``, or a fixed share of them);
@@ -13,13 +13,15 @@ One round:
    so far, the stability label as the condition (not after the last round);
 5. write the round's figures and shares (``RUN/figures``, ``RUN/shares.csv``).
 
-A property campaign (``target`` kappa or dielectric, ``loop.targets``) differs in three
+A property campaign (``target`` kappa or dielectric, ``loop.targets``) differs in four
 places: with ``prime`` both stages are first fine-tuned on the target's bundled labels, so
-that round 0 is conditioned too; each round labels its target (the dielectric surrogate on
-every relaxed crystal; phono3py kappa on the ``kappa_per_round`` stable, phonon-stable
-crystals that Slack's harmonic estimate ranks best, every other one recorded as skipped with
-its reason); and the fine-tunes are conditioned on the target's hit label, and the round
-writes a ranked table of candidates (``RUN/candidates.csv``, ``RUN/candidates/*.cif``).
+that round 0 is conditioned too; its screen rates formulas for the target, fitted on the
+bundled labels and the campaign's, from round 0 on; each round labels its target (the
+dielectric surrogate on every relaxed crystal; phono3py kappa on the ``kappa_per_round``
+stable, phonon-stable crystals that Slack's harmonic estimate ranks best, every other one
+recorded as skipped with its reason); and the fine-tunes are conditioned on the target's hit
+label, and the round writes a ranked table of candidates (``RUN/candidates.csv``,
+``RUN/candidates/*.cif``).
 
 Resumable at any point: ``RUN/loop.json`` records the settings and which phases of which
 rounds are done; the generation resumes its chunks, labels already stored are not
@@ -239,29 +241,62 @@ def screen_data(table: pd.DataFrame, threshold: float) -> tuple[np.ndarray, np.n
     return np.array(x).reshape(len(x), -1), kept_stable(table, threshold).to_numpy(float)
 
 
+def target_screen_data(cfg: LoopConfig, table: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Formulas and 0/1 hit labels for a property screen: the target's bundled training rows,
+    then the campaign's crystals that have the target's label."""
+    target = cfg.target_spec()
+    bundled = target.bundled()
+    bundled = bundled[(bundled["split"] == "train") & bundled["target_label"].notna()]
+    formulas, hits = list(bundled["cell_formula"]), list(bundled["target_label"])
+    if len(table) and target.label in table:
+        hit = target.hit(table[target.label])
+        keep = ~np.isnan(hit) & (table["cell_formula"] != "").to_numpy()
+        formulas += list(table["cell_formula"][keep])
+        hits += list(hit[keep])
+    return formulas, np.asarray(hits, dtype=float)
+
+
 def fit_screen(cfg: LoopConfig, r: int, out_dir: Path, store) -> Path | None:
-    """``RUN/round_RR/screen.json``: the stability screen of round ``r``, fitted on every
-    crystal of the rounds before it (``screen_data``). Fitted once: a resumed round reuses
-    it, so its plan is the one it started with. None (no screen this round) when the labels
-    so far cannot fit one."""
-    from crysvcd.evaluate.screen import StabilityScreen
+    """``RUN/round_RR/screen.json``: the screen of round ``r``, fitted once (a resumed round
+    reuses it, so its plan is the one it started with). None (no screen this round) when
+    ``screen_factor`` is 1 or the labels so far cannot fit one.
+
+    Stability: fitted on every crystal of the rounds before ``r`` (``screen_data``), from
+    round 1 on. A property target: fitted on the target's bundled labels plus the
+    campaign's so far (``target_screen_data``), from round 0 on, with element fractions
+    among its descriptors (``evaluate.screen``)."""
+    from crysvcd.evaluate.screen import (
+        COMPOSITION_FEATURES,
+        FEATURES,
+        Screen,
+        element_features,
+        features,
+    )
     from crysvcd.loop.figures import structure_table
 
-    if cfg.screen_factor == 1 or r == 0 or not cfg.valence_masks:
+    prop = cfg.target != "stability"
+    if cfg.screen_factor == 1 or not cfg.valence_masks or (r == 0 and not prop):
         return None
     path = out_dir / f"round_{r:02d}" / "screen.json"
     if path.exists():
         return path
-    table = structure_table(out_dir, store)
-    x, y = screen_data(table[table["round"] < r], cfg.ehull_threshold)
+    table = structure_table(out_dir, store) if r > 0 else pd.DataFrame()
+    table = table[table["round"] < r] if len(table) else table
+    if prop:
+        formulas, y = target_screen_data(cfg, table)
+        names = COMPOSITION_FEATURES + element_features(formulas)
+        x = np.stack([features(Composition(f), "ionic", "", names) for f in formulas])
+    else:
+        (x, y), names = screen_data(table, cfg.ehull_threshold), FEATURES
+    label = cfg.target_spec().condition
     try:
-        screen = StabilityScreen.fit(x, y)
+        screen = Screen.fit(x, y, names, label)
     except ValueError as exc:  # too few labels, or all of one kind: this round goes unscreened
-        log.warning("round %d: no stability screen (%s)", r, exc)
+        log.warning("round %d: no screen (%s)", r, exc)
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     screen.save(path)
-    log.info("round %d: stability screen fitted on %d crystals (%d stable)", r, len(y), y.sum())
+    log.info("round %d: %s screen fitted on %d crystals (%d hits)", r, label, len(y), y.sum())
     return path
 
 
