@@ -236,7 +236,9 @@ def branch(args) -> None:
 
     src, dest = Path(args.src), Path(args.dest)
     old = LoopConfig(**json.loads((src / "loop.json").read_text())["config"])
-    new = LoopConfig.load(args.config)
+    # a campaign's target comes from `crysvcd campaign`'s flags, not its file: keep SRC's
+    target = {k: getattr(old, k) for k in ("target", "direction", "target_value")}
+    new = LoopConfig.load(args.config, defaults=target)
     same = ("n", "seed", "valence_masks", "ionic_fraction", "diffusion_steps", "candidates",
             "stage1_ionic", "stage1_alloy", "stage2", "mlip", "fmax", "relax_steps")  # fmt: skip
     differ = [k for k in same if getattr(old, k) != getattr(new, k)]
