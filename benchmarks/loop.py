@@ -286,7 +286,8 @@ def branch(args) -> None:
             state.save()
         else:
             state.mark(args.rounds - 1, "finetuned")
-    print(f"{dest}: rounds 0-{args.rounds - 1} shared with {src}; "
+    shared = f"rounds 0-{args.rounds - 1}" if args.rounds else "the prime"
+    print(f"{dest}: {shared} shared with {src}; "
           f"now: crysvcd loop --config {args.config} --out {dest}")  # fmt: skip
 
 
