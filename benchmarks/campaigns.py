@@ -5,7 +5,7 @@ paper's Fig. 4).
         --out RUN_C
     crysvcd campaign dielectric --target 50 \\
         --config benchmarks/campaigns/dielectric_unconditioned.toml --out RUN_U
-    python benchmarks/campaigns.py RUN_C RUN_U [--out FOLDER]
+    python benchmarks/campaigns.py RUN_C RUN_U [--arm NAME=RUN ...] [--out FOLDER]
 
 (the same for kappa with ``--target high|low``). For each run and round: crystals
 generated, stable (Ehull < 0.1 eV/atom after relaxation, and phonon-stable where phonons
@@ -14,6 +14,8 @@ interval; the ratio of the campaign's share to the unconditioned one against the
 bar (at least 2x, and the excess significant: one-sided Fisher exact p < 0.05); the
 campaign's top five candidates; and, in ``--out``, the property's
 distribution for the training set, the unconditioned run and the campaign (PNG + CSV).
+``--arm NAME=RUN`` adds another arm of the same target (for example the screen alone on the
+shipped models), judged and compared with the unconditioned run the same way.
 A hit is judged by the campaign's target (``loop.targets``). Asserts nothing.
 """
 
@@ -54,22 +56,31 @@ def main() -> None:
     ap.add_argument("campaign", type=Path)
     ap.add_argument("unconditioned", type=Path)
     ap.add_argument("--out", type=Path, default=None, help="folder for the figure and CSV")
+    ap.add_argument("--arm", action="append", default=[], metavar="NAME=RUN",
+                    help="another arm of the same target, compared the same way")  # fmt: skip
     args = ap.parse_args()
-    cfg_c, table_c, _ = load(args.campaign)
-    cfg_u, table_u, _ = load(args.unconditioned)
+    arms = {"campaign": args.campaign}
+    for spec in args.arm:
+        name, sep, run = spec.partition("=")
+        if not sep or not name or name in ("campaign", "unconditioned"):
+            raise SystemExit(f"--arm takes NAME=RUN with a new name, got {spec!r}")
+        arms[name] = Path(run)
+    cfg_c, _, _ = load(args.campaign)
+    tables = {"unconditioned": load(args.unconditioned)[1]}
+    tables.update({name: load(run)[1] for name, run in arms.items()})
     target = cfg_c.target_spec()
     sign = ">=" if target.direction == "high" else "<="
     print(f"target {target.condition}: {target.label} {sign} {target.threshold():.3g}; "
           f"MLIP {cfg_c.mlip}")  # fmt: skip
     rows = []
-    for name, table in [("unconditioned", table_u), ("campaign", table_c)]:
+    for name, table in tables.items():
         for r, part in table.groupby("round"):
             rows.append({"run": name, "round": r, **hits(part, target)})
     out = pd.DataFrame(rows)
     with pd.option_context("display.width", 160, "display.precision", 3):
         print(out.to_string(index=False))
     base = out[out.run == "unconditioned"].iloc[0]
-    for _, row in out[out.run == "campaign"].iterrows():
+    for _, row in out[out.run != "unconditioned"].iterrows():
         ratio = row["share"] / base["share"] if base["share"] > 0 else float("inf")
         # a ratio of two small counts means nothing alone: the bar also needs the campaign's
         # excess to be significant (one-sided Fisher exact test, p < 0.05)
@@ -77,27 +88,25 @@ def main() -> None:
                  [base["hits"], base["with_value"] - base["hits"]]]  # fmt: skip
         p = fisher_exact(table, alternative="greater").pvalue
         verdict = "met" if ratio >= 2 and p < 0.05 else "not established"
-        print(f"campaign round {row['round']}: {row['share']:.3f} "
+        print(f"{row['run']} round {row['round']}: {row['share']:.3f} "
               f"[{row['lo']:.3f}, {row['hi']:.3f}] (n={row['with_value']}) against "
               f"unconditioned {base['share']:.3f} [{base['lo']:.3f}, {base['hi']:.3f}] "
               f"(n={base['with_value']}): {ratio:.2f}x, Fisher p = {p:.2g}; "
               f"bar 2x {verdict}")  # fmt: skip
-    cand = args.campaign / "candidates.csv"
-    if cand.exists():
-        cols = ["rank", "formula", "space_group", "n_atoms", "e_above_hull", "phonon_stable",
-                "value", "reliable", "round"]  # fmt: skip
-        top = pd.read_csv(cand).head(5)
-        print("top five candidates of the campaign (stable first, then by the property):")
-        print(top[[c for c in cols if c in top]].to_string(index=False))
+    for name, run in arms.items():
+        cand = run / "candidates.csv"
+        if cand.exists():
+            cols = ["rank", "formula", "space_group", "n_atoms", "e_above_hull",
+                    "phonon_stable", "value", "reliable", "round"]  # fmt: skip
+            top = pd.read_csv(cand).head(5)
+            print(f"top five candidates of {name} (stable first, then by the property):")
+            print(top[[c for c in cols if c in top]].to_string(index=False))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        series = {
-            "training set": target.bundled()["target_value"].to_numpy(),
-            "unconditioned": usable_values(table_u, target).to_numpy(),
-            "campaign": usable_values(table_c, target).to_numpy(),
-        }
+        series = {"training set": target.bundled()["target_value"].to_numpy()}
+        series.update({name: usable_values(t, target).to_numpy() for name, t in tables.items()})
         property_histogram(series, target, args.out / f"{target.condition}.png",
-                           f"{target.label}: training set, unconditioned, campaign")  # fmt: skip
+                           f"{target.label}: training set and each arm")  # fmt: skip
         out.to_csv(args.out / f"{target.condition}.csv", index=False)
         print(f"figure: {args.out / (target.condition + '.png')}")
 
