@@ -197,3 +197,17 @@ def _store(out):
     from crysvcd.evaluate.store import ResultStore
 
     return ResultStore(out / "labels.db")
+
+
+def test_a_property_screen_learns_from_the_campaigns_labels_too():
+    from crysvcd.loop.run import target_screen_data
+
+    cfg = LoopConfig(target="dielectric", target_value=50.0, phonons=False)
+    formulas, y = target_screen_data(cfg, pd.DataFrame())
+    bundled = Target("dielectric", value=50.0).bundled()
+    assert len(formulas) == int((bundled["split"] == "train").sum()) and set(y) == {0.0, 1.0}
+    # the campaign's own crystals join with their hit label; those without a value do not
+    table = pd.DataFrame({"cell_formula": ["Sr1 Ti1 O3", "Na1 Cl1", "Mg1 O1", ""],
+                          "dielectric_total": [120.0, 5.0, np.nan, 80.0]})  # fmt: skip
+    more, y2 = target_screen_data(cfg, table)
+    assert more[len(formulas) :] == ["Sr1 Ti1 O3", "Na1 Cl1"] and list(y2[len(y) :]) == [1, 0]
