@@ -8,6 +8,7 @@ of each round (Fig. 3c), and the throughput of labelling.
     python benchmarks/loop.py guidance RUN --round 1 [--n 50] [--workers 2] [--shipped]
     python benchmarks/loop.py formulas RUN --round 1 [--n 1000] [--guidance 0 2]
     python benchmarks/loop.py screen RUN [RUN ...] [--splits 20] [--train-round 0]
+    python benchmarks/loop.py target-screen --target dielectric --value 50 [RUN ...] [--cut 20]
 
 compare: the shares of every round of every run (with Wilson 95 % intervals), and one
   energy-above-hull histogram of all of them beside the training pool's DFT values.
@@ -376,6 +377,46 @@ def screen(args) -> None:
     print(f"weights on all {len(y)} (standardised): {weights}")
 
 
+def target_screen(args) -> None:
+    """A property campaign's screen as round 0 fits it (on the target's bundled training
+    rows): its AUC on the bundled dev rows, then, on the crystals of each RUN that have the
+    property, the share at or beyond the target and beyond ``--cut`` in the best fifth by
+    score against all."""
+    from pymatgen.core import Composition
+
+    from crysvcd.evaluate.screen import COMPOSITION_FEATURES, Screen, element_features, features
+    from crysvcd.loop.config import LoopConfig
+    from crysvcd.loop.figures import usable_values
+    from crysvcd.loop.run import target_screen_data
+
+    cfg = LoopConfig(target=args.target, direction=args.direction, target_value=args.value,
+                     phonons=args.target == "kappa")  # fmt: skip
+    target = cfg.target_spec()
+    formulas, y = target_screen_data(cfg, pd.DataFrame())
+    names = COMPOSITION_FEATURES + element_features(formulas)
+    fit = Screen.fit(np.stack([features(Composition(f), "ionic", "", names) for f in formulas]),
+                     y, names, target.condition)  # fmt: skip
+    dev = target.bundled()
+    dev = dev[(dev["split"] == "dev") & dev["target_label"].notna()]
+    xd = np.stack([fit.descriptors(Composition(f), "ionic") for f in dev["cell_formula"]])
+    yd = dev["target_label"].to_numpy()
+    auc = _auc(fit.score(xd), yd)
+    print(f"{target.condition} screen: {fit.n_train} training rows ({fit.n_hits} hits); "
+          f"AUC on the {len(yd)} dev rows ({int(yd.sum())} hits): {auc:.3f}")  # fmt: skip
+    for run in args.runs:
+        table = pd.read_csv(Path(run) / "structures.csv", low_memory=False)
+        value = usable_values(table, target)
+        table, value = table[value.notna()], value[value.notna()].to_numpy()
+        x = np.stack([fit.descriptors(Composition(f), "ionic") for f in table["cell_formula"]])
+        score = fit.score(x)
+        best = score >= np.quantile(score, 0.8)
+        beyond = value >= args.cut if target.direction == "high" else value <= args.cut
+        hit = target.hit(value) == 1
+        print(f"{run}: {len(value)} crystals with {target.label}; best fifth by the screen: "
+              f"{beyond[best].mean():.3f} beyond {args.cut} ({hit[best].sum()} hits of "
+              f"{best.sum()}); all: {beyond.mean():.3f} ({hit.sum()} hits)")  # fmt: skip
+
+
 def _auc(scores: np.ndarray, y: np.ndarray) -> float:
     """Mann-Whitney AUC: the chance a stable crystal outscores an unstable one."""
     from scipy.stats import mannwhitneyu
@@ -475,6 +516,12 @@ def main() -> None:
     p.add_argument("--train-round", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.1, help="stable: Ehull below this")
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("target-screen")
+    p.add_argument("runs", nargs="*")
+    p.add_argument("--target", choices=["dielectric", "kappa"], default="dielectric")
+    p.add_argument("--direction", choices=["high", "low"], default="high")
+    p.add_argument("--value", type=float, default=None, help="the target (dielectric: 50)")
+    p.add_argument("--cut", type=float, default=20.0, help="a softer cut to report beside")
     p = sub.add_parser("branch")
     p.add_argument("src")
     p.add_argument("dest")
@@ -484,6 +531,7 @@ def main() -> None:
     args = ap.parse_args()
     sections = {"compare": compare, "phonons": phonons, "throughput": throughput}
     sections.update(branch=branch, guidance=guidance, formulas=formulas, screen=screen)
+    sections["target-screen"] = target_screen
     sections[args.section](args)
 
 

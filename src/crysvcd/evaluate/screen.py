@@ -18,8 +18,8 @@ A property screen (a dielectric constant, kappa) is about what a crystal is: it 
 element's atom fraction ("frac:Ti") to the descriptors, and is fitted on the target's
 bundled DFT labels plus the campaign's own. Those data have no Stage I valence tokens, so it
 leaves out the three descriptors that need them (``COMPOSITION_FEATURES``). Fitted on the
-2,238 training rows of the bundled DFPT sets, its AUC for epsilon >= 50 on the 113 held-out
-rows is 0.87 (README, dielectric campaign).
+2,239 training rows of the bundled DFPT sets, its AUC for epsilon >= 50 on the 113 held-out
+rows is 0.87 (``python benchmarks/loop.py target-screen``; README, dielectric campaign).
 """
 
 from __future__ import annotations
