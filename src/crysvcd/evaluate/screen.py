@@ -85,28 +85,24 @@ def features(
         x = np.array([el.X if el.X == el.X else 1.5 for el in els])
     x_mean = float((w * x).sum())
     species = valence.split()
-    base = dict(
-        zip(
-            FEATURES,
-            [
-                float(mp_formula_known(composition)),
-                len(els),
-                math.log(composition.num_atoms),
-                x_mean,
-                float(x.max() - x.min()),
-                float(np.sqrt((w * (x - x_mean) ** 2).sum())),
-                float(w.max()),
-                float(any(el.symbol == "O" for el in els)),
-                float(any(el.is_halogen for el in els)),
-                float(any(el.is_lanthanoid or el.is_actinoid for el in els)),
-                float(sum(el.is_transition_metal for el in els)),
-                float(len(species) > len(els)),
-                float(any(s.startswith("H-") for s in species)),
-                float(kind == "alloy"),
-                float((w * np.array([el.Z for el in els])).sum() / 50),
-            ],
-        )
-    )
+    values = [
+        float(mp_formula_known(composition)),
+        len(els),
+        math.log(composition.num_atoms),
+        x_mean,
+        float(x.max() - x.min()),
+        float(np.sqrt((w * (x - x_mean) ** 2).sum())),
+        float(w.max()),
+        float(any(el.symbol == "O" for el in els)),
+        float(any(el.is_halogen for el in els)),
+        float(any(el.is_lanthanoid or el.is_actinoid for el in els)),
+        float(sum(el.is_transition_metal for el in els)),
+        float(len(species) > len(els)),
+        float(any(s.startswith("H-") for s in species)),
+        float(kind == "alloy"),
+        float((w * np.array([el.Z for el in els])).sum() / 50),
+    ]
+    base = dict(zip(FEATURES, values))
     return np.array([base[n] if n in base else frac[n[len(FRACTION) :]] for n in names])
 
 
@@ -129,12 +125,12 @@ class Screen:
         cls,
         x: np.ndarray,
         y: np.ndarray,
-        features: tuple[str, ...] = FEATURES,
+        names: tuple[str, ...] = FEATURES,
         label: str = "stable",
         l2: float = 0.03,
     ) -> Screen:
-        """Fit on descriptors ``x`` (rows of ``features(..., names=features)``) and 0/1
-        labels ``y``."""
+        """Fit on descriptors ``x`` (rows of ``features(..., names=names)``) and 0/1 labels
+        ``y``."""
         import torch
 
         y = np.asarray(y, dtype=float)
@@ -143,8 +139,8 @@ class Screen:
                 f"the {label} screen needs at least 10 labelled crystals of both kinds, "
                 f"got {len(y)} ({int(y.sum())} {label})"
             )
-        if x.shape[1] != len(features):
-            raise ValueError(f"{x.shape[1]} descriptors for {len(features)} feature names")
+        if x.shape[1] != len(names):
+            raise ValueError(f"{x.shape[1]} descriptors for {len(names)} feature names")
         mean, scale = x.mean(0), x.std(0) + 1e-9
         xs = torch.tensor((x - mean) / scale, dtype=torch.float64)
         yt = torch.tensor(y, dtype=torch.float64)
@@ -162,7 +158,7 @@ class Screen:
 
         opt.step(closure)
         return cls(mean.tolist(), scale.tolist(), w.detach().tolist(), float(b.item()),
-                   len(y), int(y.sum()), tuple(features), label)  # fmt: skip
+                   len(y), int(y.sum()), tuple(names), label)  # fmt: skip
 
     def descriptors(self, composition: Composition, kind: str, valence: str = "") -> np.ndarray:
         """This screen's descriptors of one formula."""
