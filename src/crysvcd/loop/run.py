@@ -201,10 +201,10 @@ class Labeller:
     def _submit(self, full_only: bool) -> None:
         for sampled, jobs in self.waiting.items():
             fresh = sum("relax" in j.steps for j in jobs)
-            group = self._config(sampled).relax_batch  # the resolved size
-            if full_only and jobs and fresh == len(jobs) and fresh < group:
+            cfg = self._config(sampled)  # its relax_batch is the resolved group size
+            if full_only and jobs and fresh == len(jobs) and fresh < cfg.relax_batch:
                 continue  # a group still filling
-            for future, group in submit(self.client, jobs, self._config(sampled)).items():
+            for future, group in submit(self.client, jobs, cfg).items():
                 self.groups[future.key] = group
                 self.pending.add(future)
             jobs.clear()
