@@ -384,18 +384,14 @@ def target_screen(args) -> None:
     score against all."""
     from pymatgen.core import Composition
 
-    from crysvcd.evaluate.screen import COMPOSITION_FEATURES, Screen, element_features, features
     from crysvcd.loop.config import LoopConfig
     from crysvcd.loop.figures import usable_values
-    from crysvcd.loop.run import target_screen_data
+    from crysvcd.loop.run import fit_target_screen
 
     cfg = LoopConfig(target=args.target, direction=args.direction, target_value=args.value,
                      phonons=args.target == "kappa")  # fmt: skip
     target = cfg.target_spec()
-    formulas, y = target_screen_data(cfg, pd.DataFrame())
-    names = COMPOSITION_FEATURES + element_features(formulas)
-    fit = Screen.fit(np.stack([features(Composition(f), "ionic", "", names) for f in formulas]),
-                     y, names, target.condition)  # fmt: skip
+    fit = fit_target_screen(cfg, pd.DataFrame())  # the fit round 0 makes
     dev = target.bundled()
     dev = dev[(dev["split"] == "dev") & dev["target_label"].notna()]
     xd = np.stack([fit.descriptors(Composition(f), "ionic") for f in dev["cell_formula"]])

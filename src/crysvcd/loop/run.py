@@ -256,6 +256,17 @@ def target_screen_data(cfg: LoopConfig, table: pd.DataFrame) -> tuple[list[str],
     return formulas, np.asarray(hits, dtype=float)
 
 
+def fit_target_screen(cfg: LoopConfig, table: pd.DataFrame):
+    """A property target's screen on ``target_screen_data``: composition descriptors plus
+    the atom fraction of every element in those data."""
+    from crysvcd.evaluate.screen import COMPOSITION_FEATURES, Screen, element_features, features
+
+    formulas, y = target_screen_data(cfg, table)
+    names = COMPOSITION_FEATURES + element_features(formulas)
+    x = np.stack([features(Composition(f), "ionic", "", names) for f in formulas])
+    return Screen.fit(x, y, names, cfg.target_spec().condition)
+
+
 def fit_screen(cfg: LoopConfig, r: int, out_dir: Path, store) -> Path | None:
     """``RUN/round_RR/screen.json``: the screen of round ``r``, fitted once (a resumed round
     reuses it, so its plan is the one it started with). None (no screen this round) when
@@ -265,13 +276,7 @@ def fit_screen(cfg: LoopConfig, r: int, out_dir: Path, store) -> Path | None:
     round 1 on. A property target: fitted on the target's bundled labels plus the
     campaign's so far (``target_screen_data``), from round 0 on, with element fractions
     among its descriptors (``evaluate.screen``)."""
-    from crysvcd.evaluate.screen import (
-        COMPOSITION_FEATURES,
-        FEATURES,
-        Screen,
-        element_features,
-        features,
-    )
+    from crysvcd.evaluate.screen import Screen
     from crysvcd.loop.figures import structure_table
 
     prop = cfg.target != "stability"
@@ -282,21 +287,19 @@ def fit_screen(cfg: LoopConfig, r: int, out_dir: Path, store) -> Path | None:
         return path
     table = structure_table(out_dir, store) if r > 0 else pd.DataFrame()
     table = table[table["round"] < r] if len(table) else table
-    if prop:
-        formulas, y = target_screen_data(cfg, table)
-        names = COMPOSITION_FEATURES + element_features(formulas)
-        x = np.stack([features(Composition(f), "ionic", "", names) for f in formulas])
-    else:
-        (x, y), names = screen_data(table, cfg.ehull_threshold), FEATURES
-    label = cfg.target_spec().condition
     try:
-        screen = Screen.fit(x, y, names, label)
+        screen = (
+            fit_target_screen(cfg, table)
+            if prop
+            else Screen.fit(*screen_data(table, cfg.ehull_threshold))
+        )
     except ValueError as exc:  # too few labels, or all of one kind: this round goes unscreened
         log.warning("round %d: no screen (%s)", r, exc)
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     screen.save(path)
-    log.info("round %d: %s screen fitted on %d crystals (%d hits)", r, label, len(y), y.sum())
+    log.info("round %d: %s screen fitted on %d crystals (%d hits)", r, screen.label,
+             screen.n_train, screen.n_hits)  # fmt: skip
     return path
 
 
