@@ -381,12 +381,16 @@ def target_screen(args) -> None:
     """A property campaign's screen as round 0 fits it (on the target's bundled training
     rows): its AUC on the bundled dev rows, then, on the crystals of each RUN that have the
     property, the share at or beyond the target and beyond ``--cut`` in the best fifth by
-    score against all."""
+    score against all. With ``--stability RUN...``: a stability screen fitted on those runs'
+    labels as well, and the stable share and stable hits in the best fifth of each RUN's
+    labelled crystals by the property screen, the stability screen, and both (the sum of
+    their log-probabilities: a screen for crystals both stable and a hit)."""
     from pymatgen.core import Composition
 
+    from crysvcd.evaluate.screen import Screen, features
     from crysvcd.loop.config import LoopConfig
-    from crysvcd.loop.figures import usable_values
-    from crysvcd.loop.run import fit_target_screen
+    from crysvcd.loop.figures import kept_stable, usable_values
+    from crysvcd.loop.run import fit_target_screen, screen_data
 
     cfg = LoopConfig(target=args.target, direction=args.direction, target_value=args.value,
                      phonons=args.target == "kappa")  # fmt: skip
@@ -399,18 +403,43 @@ def target_screen(args) -> None:
     auc = _auc(fit.score(xd), yd)
     print(f"{target.condition} screen: {fit.n_train} training rows ({fit.n_hits} hits); "
           f"AUC on the {len(yd)} dev rows ({int(yd.sum())} hits): {auc:.3f}")  # fmt: skip
+    stab = None
+    if args.stability:
+        frames = [pd.read_csv(Path(run) / "structures.csv", low_memory=False,
+                              keep_default_na=False) for run in args.stability]  # fmt: skip
+        both = pd.concat(frames, ignore_index=True).drop_duplicates(["key", "e_above_hull"])
+        stab = Screen.fit(*screen_data(both, 0.1))
+        print(f"stability screen: {stab.n_train} labelled crystals ({stab.n_hits} stable)")
     for run in args.runs:
-        table = pd.read_csv(Path(run) / "structures.csv", low_memory=False)
-        value = usable_values(table, target)
-        table, value = table[value.notna()], value[value.notna()].to_numpy()
-        x = np.stack([fit.descriptors(Composition(f), "ionic") for f in table["cell_formula"]])
-        score = fit.score(x)
-        best = score >= np.quantile(score, 0.8)
-        beyond = value >= args.cut if target.direction == "high" else value <= args.cut
-        hit = target.hit(value) == 1
-        print(f"{run}: {len(value)} crystals with {target.label}; best fifth by the screen: "
+        table = pd.read_csv(Path(run) / "structures.csv", low_memory=False, keep_default_na=False)
+        table = table[table["status"].isin(["ok", "failed", "invalid"])]
+        table = table[table["cell_formula"] != ""]
+        comps = [Composition(f) for f in table["cell_formula"]]
+        score = fit.score(np.stack([fit.descriptors(c, "ionic") for c in comps]))
+        value = pd.to_numeric(usable_values(table, target), errors="coerce").to_numpy()
+        has, v = ~np.isnan(value), value[~np.isnan(value)]
+        best = score[has] >= np.quantile(score[has], 0.8)
+        beyond = v >= args.cut if target.direction == "high" else v <= args.cut
+        hit = target.hit(v) == 1
+        print(f"{run}: {len(v)} crystals with {target.label}; best fifth by the screen: "
               f"{beyond[best].mean():.3f} beyond {args.cut} ({hit[best].sum()} hits of "
               f"{best.sum()}); all: {beyond.mean():.3f} ({hit.sum()} hits)")  # fmt: skip
+        if stab is None:
+            continue
+        rows = zip(comps, table["kind"], table["valence_tokens"])
+        s_stab = stab.score(np.stack([features(c, k, t) for c, k, t in rows]))
+        stable = kept_stable(table).to_numpy()
+        good = stable & (target.hit(value) == 1)
+        near = stable & ((value >= args.cut) if target.direction == "high" else (value <= args.cut))
+        log_p = lambda s: -np.logaddexp(0, -s)  # noqa: E731  log sigmoid
+        print(f"  all {len(table)}: stable {stable.mean():.3f}, stable hits {good.sum()}, "
+              f"stable beyond {args.cut} {near.sum()}")  # fmt: skip
+        for name, s in (("property", score), ("stability", s_stab),
+                        ("both", log_p(score) + log_p(s_stab))):  # fmt: skip
+            top = s >= np.quantile(s, 0.8)
+            print(f"  best fifth ({top.sum()}) by {name}: stable {stable[top].mean():.3f}, "
+                  f"stable hits {good[top].sum()}, "
+                  f"stable beyond {args.cut} {near[top].sum()}")  # fmt: skip
 
 
 def _auc(scores: np.ndarray, y: np.ndarray) -> float:
@@ -518,6 +547,8 @@ def main() -> None:
     p.add_argument("--direction", choices=["high", "low"], default="high")
     p.add_argument("--value", type=float, default=None, help="the target (dielectric: 50)")
     p.add_argument("--cut", type=float, default=20.0, help="a softer cut to report beside")
+    p.add_argument("--stability", nargs="*", default=[], metavar="RUN",
+                   help="runs whose labels fit a stability screen to judge beside")  # fmt: skip
     p = sub.add_parser("branch")
     p.add_argument("src")
     p.add_argument("dest")
