@@ -69,6 +69,32 @@ def surrogate_hits(table: pd.DataFrame, target) -> dict:
     return hits(table, value, hit)
 
 
+def known_high_kappa(tables: dict) -> None:
+    """kappa high: the generated crystals whose formula is a known high-kappa crystal
+    (phononDB PBE kappa >= 100 W/mK at 300 K, or the paper's highlight GeC, about 183),
+    and whether that formula is in the training pool (reduced formulas: the structure is
+    not compared)."""
+    from pymatgen.core import Composition
+
+    from crysvcd.datasets import data_path, training_pool
+
+    ref = pd.read_csv(data_path("kappa103_phonondb_pbe.csv.gz"))
+    ref = ref[ref["kappa_dft_phonondb_pbe_300K"] >= 100]
+    known = {Composition(f).reduced_formula: k for f, k in
+             zip(ref["formula"], ref["kappa_dft_phonondb_pbe_300K"])}  # fmt: skip
+    known["GeC"] = 183.0  # the paper's highlight (its DFT value), not in MP-20
+    pool = set(training_pool()["pretty_formula"])
+    print(f"known high-kappa formulas ({len(known)}: phononDB >= 100 W/mK, and GeC) generated:")
+    for name, table in tables.items():
+        formulas = [Composition(f).reduced_formula if f else "" for f in
+                    table["cell_formula"].fillna("")]  # fmt: skip
+        found = sorted({f for f in formulas if f in known})
+        stable = set(pd.Series(formulas)[kept_stable(table).to_numpy()])
+        text = ", ".join(f"{f} ({'stable' if f in stable else 'not stable'}, "
+                         f"{'in' if f in pool else 'not in'} the pool)" for f in found)  # fmt: skip
+        print(f"  {name}: {len(found)} of {len(table)}{': ' + text if found else ''}")
+
+
 def per_round(tables: dict, count) -> pd.DataFrame:
     """``count`` of each run's rounds, printed."""
     rows = [{"run": name, "round": r, **count(part)}
@@ -124,6 +150,8 @@ def main() -> None:
         print("the composition surrogate's share (every stable crystal has it; a prediction "
               "on AFLOW-AGL's scale, not the bar):")  # fmt: skip
         judge(per_round(tables, lambda t: surrogate_hits(t, target)))
+        if target.direction == "high":
+            known_high_kappa(tables)
     for name, run in arms.items():
         cand = run / "candidates.csv"
         if cand.exists():

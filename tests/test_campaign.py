@@ -42,6 +42,22 @@ def test_targets_and_their_bundled_labels():
     assert len(frame) == len(diel.bundled()) + 10
 
 
+def test_the_papers_kappa_subset_by_its_rules():
+    from crysvcd.datasets import training_pool
+    from crysvcd.loop.targets import paper_kappa_subset
+
+    pool = training_pool()
+    picks = ["SiC", "BP", "BeO", "BN", "LiBr", "CoO", "O2", "KMgAs"]
+    rows = pool[pool["pretty_formula"].isin(picks)].drop_duplicates("pretty_formula")
+    kept = set(rows["pretty_formula"][paper_kappa_subset(rows)])
+    # covalent, light, gapped 3D networks pass; layered h-BN, molecular O2, an ionic
+    # halide, a transition-metal oxide and an alkali compound do not
+    assert {"SiC", "BP", "BeO"} <= kept and not kept & {"BN", "LiBr", "CoO", "O2", "KMgAs"}
+    bundled = Target("kappa", "high", recipe="paper").bundled()
+    assert (bundled[HIT_COLUMN] == 1).all() and bundled["cif"].notna().all()
+    assert "SiC" in set(bundled["pretty_formula"]) and len(bundled) >= 1000
+
+
 def test_slack_estimate_ranks_stiff_light_crystals_first():
     def fcc(a, species, second):
         lattice = Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]])
@@ -81,6 +97,10 @@ def test_settings_a_target_cannot_run_with():
         LoopConfig(prime=True)
     with pytest.raises(ValueError, match="has no direction 'low'"):
         LoopConfig(target="dielectric", direction="low")
+    with pytest.raises(ValueError, match="unknown recipe 'expert'"):
+        campaign_config("kappa", "high", recipe="expert")
+    with pytest.raises(ValueError, match="for the kappa high target only"):
+        campaign_config("kappa", "low", recipe="paper")
     cfg = campaign_config("dielectric", "50", n=3)
     assert (cfg.prime, cfg.ehull_threshold, cfg.target_value, cfg.n) == (True, 0.1, 50.0, 3)
 
@@ -211,3 +231,12 @@ def test_a_property_screen_learns_from_the_campaigns_labels_too():
                           "dielectric_total": [120.0, 5.0, np.nan, 80.0]})  # fmt: skip
     more, y2 = target_screen_data(cfg, table)
     assert more[len(formulas) :] == ["Sr1 Ti1 O3", "Na1 Cl1"] and list(y2[len(y) :]) == [1, 0]
+
+
+def test_the_papers_recipe_runs_without_a_property_screen(tmp_path):
+    from crysvcd.loop.run import fit_screen
+
+    # every bundled row of the paper's subset is a hit: nothing to fit a screen on
+    cfg = campaign_config("kappa", "high", recipe="paper", screen_factor=5)
+    assert fit_screen(cfg, 0, tmp_path, store=None) is None
+    assert not (tmp_path / "round_00").exists()

@@ -30,6 +30,8 @@ _HELP = {
     "labelled_weight": "copies of each labelled crystal in the fine-tuning data",
     "stage2_pool_sample": "pool crystals beside the labelled ones in the Stage II fine-tune",
     "prime": "fine-tune on the target's bundled labels before round 0 (round 0 conditioned)",
+    "recipe": "what the priming fine-tune learns the target from: labels (the bundled "
+    "property labels) or paper (kappa high: the paper's expert-screened subset of the pool)",
     "kappa_per_round": "phono3py for at most this many crystals per round (best by the screen)",
     "kappa_budget": "phono3py wall-time budget per crystal, s",
     "kappa_prescreen": "kappa campaigns: phonons only for the crystals the composition "

@@ -26,6 +26,7 @@ from crysvcd.config import check_precision
 from crysvcd.evaluate.settings import BACKENDS, EvaluateConfig
 
 TARGETS = ("stability", "kappa", "dielectric")
+RECIPES = ("labels", "paper")
 # what a run made before a setting existed did, in that setting's terms (resume compares them)
 BEFORE = {"screen_factor": 1}
 # how the labels are computed, not what they are: a resumed run may change these
@@ -45,6 +46,11 @@ class LoopConfig:
     # fine-tune both stages on the target's bundled labels before round 0, which is then
     # conditioned too (false: round 0 is the shipped models, unconditioned)
     prime: bool = False
+    # what the priming fine-tune learns the target from: "labels", the bundled property
+    # labels; "paper" (kappa high only), the paper's expert-screened subset of the pool,
+    # every member a hit (loop.targets.paper_kappa_subset). All hits leave no property
+    # screen to fit, so that recipe runs without one, as the paper does
+    recipe: str = "labels"
     # A crystal is labelled stable when its relaxation converged and its MLIP energy above
     # the MP hull is below this (eV/atom); the paper fine-tunes with 0 and -0.05.
     ehull_threshold: float = 0.0
@@ -121,6 +127,10 @@ class LoopConfig:
             raise ValueError(f"direction must be 'high' or 'low', got {self.direction!r}")
         if self.target != "kappa" and self.direction != "high":
             raise ValueError(f"the {self.target} target has no direction {self.direction!r}")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}: choose from {', '.join(RECIPES)}")
+        if self.recipe == "paper" and (self.target, self.direction) != ("kappa", "high"):
+            raise ValueError("the paper's recipe is for the kappa high target only")
         if self.target == "dielectric" and self.target_value is None:
             self.target_value = 50.0  # the paper's condition
         if self.target_value is not None and not self.target_value > 0:
@@ -169,7 +179,7 @@ class LoopConfig:
     def target_spec(self):
         from crysvcd.loop.targets import Target
 
-        return Target(self.target, self.direction, self.target_value)
+        return Target(self.target, self.direction, self.target_value, self.recipe)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -282,6 +282,8 @@ def fit_screen(cfg: LoopConfig, r: int, out_dir: Path, store) -> Path | None:
     prop = cfg.target != "stability"
     if cfg.screen_factor == 1 or not cfg.valence_masks or (r == 0 and not prop):
         return None
+    if cfg.recipe == "paper":  # every bundled row a hit: nothing to tell a miss by
+        return None
     path = out_dir / f"round_{r:02d}" / "screen.json"
     if path.exists():
         return path
