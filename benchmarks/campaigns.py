@@ -64,7 +64,8 @@ def surrogate_hits(table: pd.DataFrame, target) -> dict:
     from crysvcd.evaluate.kappa_surrogate import KappaSurrogate
 
     cut = KappaSurrogate.load().cut(0.1, target.direction)
-    value = pd.to_numeric(table.get("kappa_surrogate"), errors="coerce")
+    value = pd.to_numeric(table.get("kappa_surrogate", pd.Series(index=table.index)),
+                          errors="coerce")  # fmt: skip
     hit = value >= cut if target.direction == "high" else value <= cut
     return hits(table, value, hit)
 
