@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,9 @@ def test_kappa_campaign_screens_then_labels_the_best(tiny_models, tmp_path, dask
         if r.get("status") == "ok" and r not in with_kappa:
             assert r.get("kappa_skipped", "").startswith("screen:")
     assert kappa_choice(cfg, 0, _store(out))[0] == []  # nothing left to compute
+    # under other phono3py settings the same crystal is chosen again, to be recomputed
+    other = replace(cfg, kappa_fc3_cutoff=3.0)
+    assert kappa_choice(other, 0, _store(out))[0] == [best.key]
     cand = pd.read_csv(out / "candidates.csv")
     assert cand["flags"].notna().any() and (cand["kappa_surrogate"] > 0).all()
 

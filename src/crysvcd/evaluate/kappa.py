@@ -251,13 +251,11 @@ def _rta_projection(ph3, rta_options: dict) -> tuple[float, int]:
 
 def _force_constants(ph3, plan: KappaPlan, settings: KappaSettings) -> None:
     if plan.method == "symfc-random":
-        options = None if settings.fc3_cutoff is None else f"cutoff={settings.fc3_cutoff}"
-        # with a separate fc2 cell, fc2 is fitted below from its own finite displacements;
-        # the "|" form keeps the cutoff for fc3 only
-        ph3.produce_fc3(
-            fc_calculator="symfc",
-            fc_calculator_options=None if options is None else f"|{options}",
-        )
+        # the cutoff for fc3 only, as symfc's own dict: phono3py 4.10 hands its option
+        # string to symfc unsplit, where "|cutoff=4.5" (fc2 options|fc3 options) reads as
+        # no cutoff at all, and the fc2+fc3 fit then asked for 53 GiB on a 96-atom cell
+        cutoff = None if settings.fc3_cutoff is None else {"cutoff": {3: settings.fc3_cutoff}}
+        ph3.produce_fc3(fc_calculator="symfc", fc_calculator_options=cutoff)
     else:
         ph3.produce_fc3()
         ph3.symmetrize_fc3()

@@ -34,6 +34,8 @@ _HELP = {
     "property labels) or paper (kappa high: the paper's expert-screened subset of the pool)",
     "kappa_per_round": "phono3py for at most this many crystals per round (best by the screen)",
     "kappa_budget": "phono3py wall-time budget per crystal, s",
+    "kappa_supercell": "phono3py: smallest width of the fc3 supercell, A",
+    "kappa_fc3_cutoff": "phono3py: drop fc3 pairs farther apart than this, A",
     "kappa_prescreen": "kappa campaigns: phonons only for the crystals the composition "
     "surrogate puts in this best share toward the target (1: all)",
     "screen_factor": "Stage I draws this many times n formulas and a screen fitted on the "

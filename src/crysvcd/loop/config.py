@@ -28,7 +28,7 @@ from crysvcd.evaluate.settings import BACKENDS, EvaluateConfig
 TARGETS = ("stability", "kappa", "dielectric")
 RECIPES = ("labels", "paper")
 # what a run made before a setting existed did, in that setting's terms (resume compares them)
-BEFORE = {"screen_factor": 1}
+BEFORE = {"screen_factor": 1, "kappa_supercell": 9.0, "kappa_fc3_cutoff": None}
 # how the labels are computed, not what they are: a resumed run may change these
 HOW = ("workers", "scheduler", "label_device", "relax_batch")
 
@@ -84,6 +84,11 @@ class LoopConfig:
     # screen (Slack's estimate from the phonons), each within kappa_budget seconds
     kappa_per_round: int = 5
     kappa_budget: float = 600.0
+    # phono3py's fc3 supercell width and pair cutoff (A): the settings benchmarks/kappa.py
+    # validated against 10 phononDB references (README, kappa). Without the cutoff,
+    # generated low-symmetry cells need hundreds of supercells and most exceed the budget
+    kappa_supercell: float = 8.5
+    kappa_fc3_cutoff: float | None = 4.5
     # kappa campaigns: phonons (minutes per crystal here) only for the crystals whose
     # composition surrogate (evaluate.kappa_surrogate) puts them in this best share of its
     # training formulas, toward the target; 1: every stable crystal
@@ -143,6 +148,8 @@ class LoopConfig:
             raise ValueError("kappa needs smooth forces: use a SevenNet model, not chgnet")
         if not 0 < self.kappa_prescreen <= 1:
             raise ValueError(f"kappa_prescreen must be in (0, 1], got {self.kappa_prescreen}")
+        if not self.kappa_supercell > 0 or not (self.kappa_fc3_cutoff or 1) > 0:
+            raise ValueError("kappa_supercell and kappa_fc3_cutoff must be > 0 A")
         if not self.kappa_budget > 0:
             raise ValueError(f"kappa_budget must be > 0 seconds, got {self.kappa_budget}")
         if not -1.0 <= self.ehull_threshold <= 1.0:

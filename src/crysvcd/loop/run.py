@@ -114,7 +114,11 @@ def evaluate_config(cfg: LoopConfig, phonons: bool, kappa: bool = False) -> Eval
         dielectric=cfg.target == "dielectric",
         kappa=kappa,
         kappa_mlip=cfg.kappa_mlip,
-        kappa_settings=KappaSettings(budget_s=cfg.kappa_budget),
+        kappa_settings=KappaSettings(
+            budget_s=cfg.kappa_budget,
+            supercell_min_length=cfg.kappa_supercell,
+            fc3_cutoff=cfg.kappa_fc3_cutoff,
+        ),
         device=cfg.label_device,
         relax_batch=cfg.relax_batch,
     )
@@ -335,11 +339,14 @@ def kappa_choice(cfg: LoopConfig, r: int, store) -> tuple[list[str], dict[str, s
     """The crystals of round ``r`` that still need phono3py (the ``kappa_per_round`` best by
     Slack's estimate, minus those done) and, for every other relaxed crystal, why not."""
     high = cfg.direction == "high"
+    settings = evaluate_config(cfg, phonons=True, kappa=True).signature("kappa")
     scored, skipped, done = [], {}, set()
     for key, row in store.rows().items():
         if row.get("round") != r or row.get("status") != "ok":
             continue
-        if "kappa_settings" in row:  # phono3py ran on it (a value, an error or its budget)
+        # phono3py ran on it with these settings (a value, an error or its budget's skip);
+        # under other settings (a relabelled campaign) it runs again
+        if row.get("kappa_settings") == settings:
             done.add(key)
         ehull, slack = row.get("e_above_hull"), row.get("kappa_slack")
         if not (row.get("converged") and ehull is not None and ehull <= cfg.ehull_threshold):
