@@ -269,11 +269,8 @@ def branch(args) -> None:
             state.data["primed"] = True
     moved = lambda models: {k: v and v.replace(str(src), str(dest)) for k, v in models.items()}  # noqa: E731
     for r in range(args.rounds):
-        if (
-            not json.loads((src / "loop.json").read_text())["rounds"]
-            .get(str(r), {})
-            .get("labelled")
-        ):
+        labelled = json.loads((src / "loop.json").read_text())["rounds"].get(str(r), {})
+        if not labelled.get("labelled") and not args.relabel:  # relabelled rounds resume
             raise SystemExit(f"round {r} of {src} is not labelled yet")
         folder = dest / f"round_{r:02d}"
         shutil.copytree(src / f"round_{r:02d}" / "generated", folder / "generated")
