@@ -188,6 +188,11 @@ def test_evaluate_kappa_label_and_skip(tmp_path, dask_client):
     row = evaluate(folder, cfg, db=tmp_path / "again.db", progress=False, client=dask_client)
     row = row.iloc[0]
     assert row["status"] == "ok" and "kappa" not in row and row["kappa_skipped"]
+    # the same database under the first settings: kappa computed again, the skip cleared
+    cfg.kappa_settings = settings
+    row = evaluate(folder, cfg, db=tmp_path / "again.db", progress=False, client=dask_client)
+    row = row.iloc[0]
+    assert row["kappa"] > 0 and not isinstance(row.get("kappa_skipped"), str)
 
 
 def test_lowest_energy_picks_the_relaxed_cell():

@@ -122,16 +122,19 @@ def kappa_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculator
     if cfg.kappa_mlip not in (None, cfg.mlip):
         calculator = get_calculator(cfg.kappa_mlip, device=cfg.device)
 
+    # one outcome per computation: a value, a skip or an error, each clearing the others
+    # that an earlier computation under other settings left (None removes a stored label)
+    out = dict.fromkeys(("kappa", "kappa_reliable", "kappa_skipped", "kappa_error"))
     # Its own symmetry-keeping tight relaxation: a slightly broken symmetry multiplies the
     # number of displaced supercells.
     try:
         tight = relax_for_kappa(relaxed, calculator, timeout=cfg.timeout)
         k = lattice_thermal_conductivity(tight.structure, calculator, cfg.kappa_settings)
     except KappaSkipped as skip:
-        return {"kappa_skipped": skip.reason, "kappa_seconds": round(skip.seconds or 0.0, 2)}
+        seconds = round(skip.seconds or 0.0, 2)
+        return out | {"kappa_skipped": skip.reason, "kappa_seconds": seconds}
     except Exception as exc:
-        return {"kappa_error": error_text(exc)}
-    out = {}
+        return out | {"kappa_error": error_text(exc)}
     for name, value in k.as_dict().items():
         if isinstance(value, list):
             value = "x".join(map(str, value)) if name == "mesh" else json.dumps(value)

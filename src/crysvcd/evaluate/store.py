@@ -83,11 +83,14 @@ class ResultStore:
             self.db.write(atoms, key=_stored(key), **_clean(labels))
 
     def update(self, key: str, **labels) -> None:
-        """Add (or overwrite) labels of ``key``'s row."""
+        """Add (or overwrite) labels of ``key``'s row; a label given as None is removed (a
+        step computed again under new settings clears its earlier outcome)."""
         ids = sorted(row.id for row in self.db.select(key=_stored(key)))
         if not ids:
             raise KeyError(f"no stored row for {key!r}")
-        self.db.update(ids[-1], **_clean(labels))
+        row = self.db.get(id=ids[-1])
+        gone = [k for k, v in labels.items() if v is None and k in row.key_value_pairs]
+        self.db.update(ids[-1], delete_keys=gone, **_clean(labels))
 
     def frame(self) -> pd.DataFrame:
         rows = [{**r.key_value_pairs, "key": k} for k, r in self.rows().items()]
