@@ -39,11 +39,11 @@ def load(run: Path) -> tuple[LoopConfig, pd.DataFrame, pd.DataFrame]:
     return cfg, pd.read_csv(run / "structures.csv"), pd.read_csv(run / "shares.csv")
 
 
-def hits(table: pd.DataFrame, value: pd.Series, hit: pd.Series) -> dict:
-    """Counts over one round's table: of the stable crystals with a ``value``, the ``hit``
-    ones."""
+def hits(table: pd.DataFrame, value: pd.Series, hit: pd.Series, stable_only=True) -> dict:
+    """Counts over one round's table: of the stable crystals (or all, ``stable_only``
+    false) with a ``value``, the ``hit`` ones."""
     stable = kept_stable(table)
-    with_value = stable & value.notna()
+    with_value = (stable if stable_only else pd.Series(True, index=table.index)) & value.notna()
     s = metrics.share(list(hit[with_value]))
     return {
         "generated": len(table), "stable": int(stable.sum()), "with_value": int(with_value.sum()),
@@ -57,17 +57,18 @@ def target_hits(table: pd.DataFrame, target) -> dict:
     return hits(table, value, pd.Series(target.hit(value), index=table.index) == 1)
 
 
-def surrogate_hits(table: pd.DataFrame, target) -> dict:
+def surrogate_hits(table: pd.DataFrame, target, stable_only: bool = True) -> dict:
     """kappa only: the composition surrogate's prediction, which every crystal has (phono3py
     runs on a few per round): a hit is a formula the surrogate places in the tenth of its
-    AFLOW-AGL training formulas toward the target."""
+    AFLOW-AGL training formulas toward the target. ``stable_only`` false: over every
+    generated crystal, stable or not (where the conditioning moved the chemistry)."""
     from crysvcd.evaluate.kappa_surrogate import KappaSurrogate
 
     cut = KappaSurrogate.load().cut(0.1, target.direction)
     value = pd.to_numeric(table.get("kappa_surrogate", pd.Series(index=table.index)),
                           errors="coerce")  # fmt: skip
     hit = value >= cut if target.direction == "high" else value <= cut
-    return hits(table, value, hit)
+    return hits(table, value, hit, stable_only)
 
 
 def known_high_kappa(tables: dict) -> None:
@@ -151,6 +152,8 @@ def main() -> None:
         print("the composition surrogate's share (every stable crystal has it; a prediction "
               "on AFLOW-AGL's scale, not the bar):")  # fmt: skip
         judge(per_round(tables, lambda t: surrogate_hits(t, target)))
+        print("the same over every generated crystal, stable or not:")
+        judge(per_round(tables, lambda t: surrogate_hits(t, target, stable_only=False)))
         if target.direction == "high":
             known_high_kappa(tables)
     for name, run in arms.items():
