@@ -371,13 +371,18 @@ def guidance(args) -> None:
     print(f"Mann-Whitney U, guided Ehull lower than unconditioned: p = {p:.3g}")
 
 
+def _runs_table(runs) -> pd.DataFrame:
+    """The crystals of several runs' ``structures.csv``, each once (branches share rounds)."""
+    frames = [pd.read_csv(Path(run) / "structures.csv", low_memory=False, keep_default_na=False)
+              for run in runs]  # fmt: skip
+    return pd.concat(frames, ignore_index=True).drop_duplicates(["key", "e_above_hull"])
+
+
 def screen(args) -> None:
     from crysvcd.evaluate.screen import FEATURES, Screen
     from crysvcd.loop.run import screen_data
 
-    frames = [pd.read_csv(Path(run) / "structures.csv", low_memory=False, keep_default_na=False)
-              for run in args.runs]  # fmt: skip
-    table = pd.concat(frames, ignore_index=True).drop_duplicates(["key", "e_above_hull"])
+    table = _runs_table(args.runs)
     x, y = screen_data(table, args.threshold)  # it keeps the labelled rows
     print(f"== {len(y)} labelled crystals, {y.mean():.3f} stable (Ehull < {args.threshold}) ==")
 
@@ -434,10 +439,7 @@ def target_screen(args) -> None:
           f"AUC on the {len(yd)} dev rows ({int(yd.sum())} hits): {auc:.3f}")  # fmt: skip
     stab = None
     if args.stability:
-        frames = [pd.read_csv(Path(run) / "structures.csv", low_memory=False,
-                              keep_default_na=False) for run in args.stability]  # fmt: skip
-        both = pd.concat(frames, ignore_index=True).drop_duplicates(["key", "e_above_hull"])
-        stab = Screen.fit(*screen_data(both, 0.1))
+        stab = Screen.fit(*screen_data(_runs_table(args.stability), 0.1))
         print(f"stability screen: {stab.n_train} labelled crystals ({stab.n_hits} stable)")
     for run in args.runs:
         table = pd.read_csv(Path(run) / "structures.csv", low_memory=False, keep_default_na=False)
