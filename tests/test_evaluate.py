@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from ase.build import bulk
 from ase.db import connect
@@ -160,6 +161,27 @@ def test_evaluate_phonons_in_parallel_workers_and_resume(tmp_path):
     assert all(rows[k] == first_ids[k] for k in first_ids)  # nothing redone
 
 
+def test_recomputed_step_clears_its_earlier_outcome(tmp_path, dask_client):
+    from crysvcd.evaluate.labels import OUTCOMES
+
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    cu().to(filename=str(folder / "a_cu.cif"))
+    # over its supercell budget: the phonon step records an error, the relaxation is kept
+    cfg = EvaluateConfig(mlip="emt", ehull=False, phonons=True, fmax=0.05, phonon_fmax=1e-3,
+                         phonon=PhononSettings(supercell_min_length=6.0, mesh=(3, 3, 3),
+                                               max_supercell_atoms=2))  # fmt: skip
+    row = evaluate(folder, cfg, progress=False, client=dask_client).iloc[0]
+    assert "max_supercell_atoms" in row["phonon_error"] and "phonon_stable" not in row
+    # new settings: phonons computed again on the stored relaxation, the error gone
+    cfg.phonon = PhononSettings(supercell_min_length=6.0, mesh=(3, 3, 3))
+    row = evaluate(folder, cfg, progress=False, client=dask_client).iloc[0]
+    assert bool(row["phonon_stable"]) and not isinstance(row.get("phonon_error"), str)
+    # every label the step left is one it declares (what a later recomputation clears)
+    stored = {k for k in row.index if k.startswith("phonon_") and not pd.isna(row[k])}
+    assert stored - {"phonon_settings"} <= set(OUTCOMES["phonons"])
+
+
 def test_evaluate_dielectric_label(tmp_path, dask_client):
     folder = tmp_path / "cifs"
     folder.mkdir()
@@ -171,6 +193,7 @@ def test_evaluate_dielectric_label(tmp_path, dask_client):
 
 
 def test_evaluate_kappa_label_and_skip(tmp_path, dask_client):
+    from crysvcd.evaluate.labels import OUTCOMES
     from crysvcd.evaluate.settings import KappaSettings
 
     folder = tmp_path / "cifs"
@@ -181,6 +204,9 @@ def test_evaluate_kappa_label_and_skip(tmp_path, dask_client):
                          kappa_mlip=None)  # fmt: skip
     row = evaluate(folder, cfg, progress=False, client=dask_client).iloc[0]
     assert row["status"] == "ok" and row["kappa"] > 0 and row["kappa_method"]
+    # every kappa label is one the step declares (what a recomputation clears)
+    stored = {k for k in row.index if k.startswith("kappa") and not pd.isna(row[k])}
+    assert stored - {"kappa_settings"} <= set(OUTCOMES["kappa"])
     # over the supercell limit: a recorded skip with its reason, the relaxation kept
     cfg.kappa_settings = KappaSettings(
         mesh=(4, 4, 4), supercell_min_length=5.0, max_supercell_atoms=2

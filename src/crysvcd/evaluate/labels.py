@@ -22,6 +22,7 @@ from ase.calculators.calculator import Calculator
 from pymatgen.core import Structure
 
 from crysvcd.evaluate.hull import corrected_formation_energy, e_above_hull, unreliable
+from crysvcd.evaluate.kappa import KappaResult
 from crysvcd.evaluate.kappa_plan import KappaSkipped
 from crysvcd.evaluate.relax import RelaxResult, relax
 from crysvcd.evaluate.settings import EvaluateConfig, PhononSettings
@@ -122,23 +123,20 @@ def kappa_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculator
     if cfg.kappa_mlip not in (None, cfg.mlip):
         calculator = get_calculator(cfg.kappa_mlip, device=cfg.device)
 
-    # one outcome per computation: a value, a skip or an error, each clearing the others
-    # that an earlier computation under other settings left (None removes a stored label)
-    out = dict.fromkeys(("kappa", "kappa_reliable", "kappa_skipped", "kappa_error"))
     # Its own symmetry-keeping tight relaxation: a slightly broken symmetry multiplies the
     # number of displaced supercells.
     try:
         tight = relax_for_kappa(relaxed, calculator, timeout=cfg.timeout)
         k = lattice_thermal_conductivity(tight.structure, calculator, cfg.kappa_settings)
     except KappaSkipped as skip:
-        seconds = round(skip.seconds or 0.0, 2)
-        return out | {"kappa_skipped": skip.reason, "kappa_seconds": seconds}
+        return {"kappa_skipped": skip.reason, "kappa_seconds": round(skip.seconds or 0.0, 2)}
     except Exception as exc:
-        return out | {"kappa_error": error_text(exc)}
+        return {"kappa_error": error_text(exc)}
+    out = {}
     for name, value in k.as_dict().items():
         if isinstance(value, list):
             value = "x".join(map(str, value)) if name == "mesh" else json.dumps(value)
-        out[name if name == "kappa" else f"kappa_{name.removeprefix('kappa_')}"] = value
+        out[_kappa_label(name)] = value
     # imaginary modes drop out of the RTA sum: such a kappa is not a usable label
     out["kappa_reliable"] = k.dynamically_stable
     return out
@@ -150,7 +148,34 @@ def dielectric_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calcu
     return predict(relaxed, cfg.dielectric_checkpoint)
 
 
+def _kappa_label(name: str) -> str:
+    """The stored name of a ``KappaResult`` field: ``kappa``, else prefixed ``kappa_``."""
+    return name if name == "kappa" else f"kappa_{name.removeprefix('kappa_')}"
+
+
 RUNS = {"phonons": phonon_labels, "kappa": kappa_labels, "dielectric": dielectric_labels}
+
+# Every label a step can leave (its value, skip or error). A step computed again (new
+# settings, a retry) clears those its earlier computation left (``stale_outcomes``), so a
+# new value never sits beside an old skip or error.
+OUTCOMES = {
+    "phonons": (
+        "phonon_stable", "phonon_note", "phonon_error", "phonon_skipped",
+        "phonon_min_frequency_thz", "phonon_n_imaginary", "phonon_supercell",
+        "phonon_displacements", "phonon_seconds", "kappa_slack",
+    ),
+    "kappa": (
+        *(_kappa_label(f) for f in (*KappaResult.__dataclass_fields__, "dynamically_stable")),
+        "kappa_reliable", "kappa_skipped", "kappa_error",
+    ),
+    "dielectric": ("dielectric_total", "dielectric_log10", "dielectric_error"),
+}  # fmt: skip
+
+
+def stale_outcomes(steps: tuple[str, ...], known: dict) -> dict:
+    """None for every stored label of ``steps`` (a label given as None is removed when
+    stored, ``ResultStore.update``), to go under the labels of their new computation."""
+    return {k: None for step in steps for k in OUTCOMES.get(step, ()) if k in known}
 
 
 def label_structure(

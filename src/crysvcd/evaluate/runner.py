@@ -23,7 +23,13 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from tqdm import tqdm
 
 from crysvcd import geometry
-from crysvcd.evaluate.labels import EvaluateConfig, error_text, label_batch, label_structure
+from crysvcd.evaluate.labels import (
+    EvaluateConfig,
+    error_text,
+    label_batch,
+    label_structure,
+    stale_outcomes,
+)
 from crysvcd.evaluate.store import ResultStore, bare_key
 from crysvcd.runinfo import atomic_write_text, write_run_record
 
@@ -153,8 +159,8 @@ def record(store: ResultStore, job: Job, labels: dict, relaxed: Structure | None
         if relaxed is None:
             labels.setdefault("reduced_formula", job.structure.composition.reduced_formula)
         store.write(job.key, atoms, **extra, **labels)
-    else:
-        store.update(job.key, **labels)
+    else:  # the steps' earlier outcomes go: a recomputed step leaves only its new one
+        store.update(job.key, **{**stale_outcomes(job.steps, job.known), **labels})
 
 
 def submit(client, jobs: list[Job], cfg: EvaluateConfig) -> dict:
