@@ -8,8 +8,10 @@ at most the threshold; a generated crystal when its relaxation converged and its
 energy above the hull is at most the threshold (failed, invalid and unconverged ones are
 labelled unstable: the model should learn to avoid them). Labelled crystals enter as
 their relaxed structures, ``labelled_weight`` times each, so that a few hundred of them
-are not drowned by eleven thousand pool crystals. In a property campaign a generated
-crystal carries a hit label only when it is stable and its property was computed.
+are not drowned by eleven thousand pool crystals; a bundled row with a ``copies`` column
+(the paper's kappa subset) enters that many times for the same reason. In a property
+campaign a generated crystal carries a hit label only when it is stable and its property
+was computed.
 """
 
 from __future__ import annotations
@@ -80,11 +82,22 @@ def finetune_frame(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Pool (or ``pool_sample`` rows of it; a property target's labelled rows always kept)
-    and ``weight`` copies of the labelled rows."""
+    and the labelled rows, each row as many times as its weight: ``weight`` for a labelled
+    row, ``copies`` for a bundled one that has it, else once."""
     if pool_sample is not None and pool_sample < len(pool):
         plain = pool[pool[HIT_COLUMN].isna()]
         plain = plain.sample(min(pool_sample, len(plain)), random_state=seed)
-        pool = pd.concat([pool[pool[HIT_COLUMN].notna()], plain])
-    copies = [labelled] * weight if len(labelled) else []
-    frame = pd.concat([pool, *copies], ignore_index=True)
-    return frame.reset_index(drop=True)
+        pool = pd.concat([_weighted(pool[pool[HIT_COLUMN].notna()]), plain])
+    else:
+        pool = _weighted(pool)
+    frame = pd.concat([pool, _weighted(labelled.assign(copies=weight))], ignore_index=True)
+    return frame.drop(columns="copies", errors="ignore")
+
+
+def _weighted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each row ``copies`` times (1 where unset), whole copies of the frame one after the
+    other: the order a repeated block had."""
+    if "copies" not in frame or not len(frame):
+        return frame
+    n = frame["copies"].fillna(1).astype(int)
+    return pd.concat([frame[n > c] for c in range(int(n.max()))])

@@ -45,8 +45,8 @@ from crysvcd.datasets import (
 HIT_COLUMN = "target_label"
 PERCENTILE = {"high": 90.0, "low": 10.0}
 # the paper's subset is a few dozen crystals that it fine-tunes on alone; here they join
-# the pool, repeated to about this many rows, so that the condition is learnt in the same
-# few epochs as the AGL/HiBoFL labels are
+# the pool, each weighted (``copies``, data.finetune_frame) to about this many rows in
+# all, so that the condition is learnt in the same few epochs as the AGL/HiBoFL labels are
 PAPER_ROWS = 1000
 
 
@@ -92,7 +92,8 @@ class Target:
     def bundled(self) -> pd.DataFrame:
         """The bundled labelled crystals of a property target, in the pool's columns plus
         ``target_label`` and ``target_value`` (rows without a ``cif`` are compositions,
-        for Stage I only)."""
+        for Stage I only), and ``copies`` where a row weighs more than once in a
+        fine-tune (``data.finetune_frame``)."""
         if self.name == "kappa" and self.recipe == "paper":
             return _paper_rows()
         if self.name == "kappa":
@@ -181,10 +182,10 @@ def _paper_rows() -> pd.DataFrame:
 
     pool = training_pool()
     subset = pool[paper_kappa_subset(pool)]
-    rows = subset[["material_id", "cif", "cell_formula", "pretty_formula", "split"]].assign(
-        target_value=np.nan, **{HIT_COLUMN: 1.0}, source="paper_expert"
-    )
-    return pd.concat([rows] * math.ceil(PAPER_ROWS / len(rows)), ignore_index=True)
+    return subset[["material_id", "cif", "cell_formula", "pretty_formula", "split"]].assign(
+        target_value=np.nan, **{HIT_COLUMN: 1.0}, source="paper_expert",
+        copies=math.ceil(PAPER_ROWS / len(subset)),
+    ).reset_index(drop=True)  # fmt: skip
 
 
 @cache
