@@ -139,3 +139,20 @@ def test_config_file_and_flags(tmp_path):
     toml.write_text("roundz = 4\n")
     with pytest.raises(ValueError, match="unknown loop setting"):
         LoopConfig.load(toml)
+    # TOML has no null: "none" sets an optional setting to None, from a file or a flag
+    toml.write_text('kappa_fc3_cutoff = "none"\n')
+    assert LoopConfig.load(toml).kappa_fc3_cutoff is None
+    assert LoopConfig().kappa_fc3_cutoff == 4.5
+
+
+def test_optional_setting_none_from_a_flag(tmp_path, monkeypatch):
+    from crysvcd.cli import main
+    from crysvcd.loop import cli
+
+    seen = []  # the settings each command would run with
+    monkeypatch.setattr(cli, "_run", lambda cfg, args: seen.append(cfg) or 0)
+    for flag in ("none", "3.5", "NONE"):
+        assert main(["loop", "--out", str(tmp_path / "run"), "--kappa-fc3-cutoff", flag]) == 0
+    assert [c.kappa_fc3_cutoff for c in seen] == [None, 3.5, None]
+    with pytest.raises(SystemExit):  # argparse names the flag and the bad value
+        main(["loop", "--out", str(tmp_path / "run"), "--kappa-fc3-cutoff", "far"])

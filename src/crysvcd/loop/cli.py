@@ -8,13 +8,24 @@ from dataclasses import MISSING, fields
 
 from crysvcd.loop.config import LoopConfig
 
+
+def _optional(kind):
+    """A flag of an optional setting: a ``kind`` value, or "none" (LoopConfig makes it None)."""
+
+    def parse(text: str):
+        return "none" if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error
+    return parse
+
+
 _TYPES = {
     "int": int,
     "float": float,
     "str": str,
     "str | None": str,
-    "float | None": float,
-    "int | None": int,
+    "float | None": _optional(float),
+    "int | None": _optional(int),
 }
 _HELP = {
     "rounds": "generate-label rounds (fine-tuning between them)",
@@ -35,7 +46,7 @@ _HELP = {
     "kappa_per_round": "phono3py for at most this many crystals per round (best by the screen)",
     "kappa_budget": "phono3py wall-time budget per crystal, s",
     "kappa_supercell": "phono3py: smallest width of the fc3 supercell, A",
-    "kappa_fc3_cutoff": "phono3py: drop fc3 pairs farther apart than this, A",
+    "kappa_fc3_cutoff": "phono3py: drop fc3 pairs farther apart than this, A (none: keep all)",
     "kappa_prescreen": "kappa campaigns: phonons only for the crystals the composition "
     "surrogate puts in this best share toward the target (1: all)",
     "screen_factor": "Stage I draws this many times n formulas and a screen fitted on the "

@@ -6,6 +6,7 @@
     ehull_threshold = 0.0
     mlip = "sevennet"
     workers = 2
+    kappa_fc3_cutoff = "none"   # an optional setting: "none" sets it to None
 
 ``crysvcd loop --config campaign.toml --out RUN`` reads it; flags override the file; the
 values in force are written to ``RUN/loop.json``, and a resumed run must use the same.
@@ -117,6 +118,11 @@ class LoopConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        # TOML has no null: "none" (a file or a flag) sets an optional setting to None
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if "None" in str(f.type) and isinstance(value, str) and value.lower() == "none":
+                setattr(self, f.name, None)
         positive = (
             "rounds", "n", "diffusion_steps", "candidates", "relax_steps", "workers",
             "stage1_epochs", "stage2_epochs", "labelled_weight", "phonon_max_atoms",
