@@ -154,3 +154,18 @@ def test_symfc_fits_fc3_within_the_cutoff(cuau, emt):
     # the cutoff reached symfc (an option string phono3py 4.10 does not split dropped it, and
     # the fit of a larger cell then asked for tens of GiB)
     assert ph3.fc3_cutoff == 3.0 and np.isfinite(ph3.fc3).all()
+
+
+def test_wigner_total_adds_the_coherence_term(fd_result, cuau, emt):
+    from crysvcd.loop.config import LoopConfig
+    from crysvcd.loop.run import evaluate_config
+
+    wigner = lattice_thermal_conductivity(
+        cuau, emt, KappaSettings(**FAST, temperatures=[300, 600], wigner=True)
+    )
+    # the same force constants and mesh: the total is the particle part plus a coherence
+    # term that is never negative and, for a simple metal cell, small
+    assert wigner.kappa >= fd_result.kappa
+    assert wigner.kappa == pytest.approx(fd_result.kappa, rel=0.2)
+    # campaigns report the Wigner total, as benchmarks/kappa.py was checked
+    assert evaluate_config(LoopConfig(), phonons=True, kappa=True).kappa_settings.wigner

@@ -47,6 +47,8 @@ _HELP = {
     "kappa_budget": "phono3py wall-time budget per crystal, s",
     "kappa_supercell": "phono3py: smallest width of the fc3 supercell, A",
     "kappa_fc3_cutoff": "phono3py: drop fc3 pairs farther apart than this, A (none: keep all)",
+    "kappa_wigner": "phono3py: the Wigner total, particle + coherence (--no-kappa-wigner: RTA "
+    "particle part only)",
     "kappa_prescreen": "kappa campaigns: phonons only for the crystals the composition "
     "surrogate puts in this best share toward the target (1: all)",
     "screen_factor": "Stage I draws this many times n formulas and a screen fitted on the "

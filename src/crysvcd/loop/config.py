@@ -29,7 +29,12 @@ from crysvcd.evaluate.settings import BACKENDS, EvaluateConfig
 TARGETS = ("stability", "kappa", "dielectric")
 RECIPES = ("labels", "paper")
 # what a run made before a setting existed did, in that setting's terms (resume compares them)
-BEFORE = {"screen_factor": 1, "kappa_supercell": 9.0, "kappa_fc3_cutoff": None}
+BEFORE = {
+    "screen_factor": 1,
+    "kappa_supercell": 9.0,
+    "kappa_fc3_cutoff": None,
+    "kappa_wigner": False,
+}
 # how the labels are computed, not what they are: a resumed run may change these
 HOW = ("workers", "scheduler", "label_device", "relax_batch")
 
@@ -90,6 +95,10 @@ class LoopConfig:
     # generated low-symmetry cells need hundreds of supercells and most exceed the budget
     kappa_supercell: float = 8.5
     kappa_fc3_cutoff: float | None = 4.5
+    # the Wigner total (particle + coherence, Simoncelli-Marzari-Mauri), as benchmarks/kappa.py
+    # was checked: the particle (RTA) part alone falls far below the glass limit for the
+    # soft, complex cells a low-kappa campaign makes (0.019 W/mK for a Rb2PdBr6)
+    kappa_wigner: bool = True
     # kappa campaigns: phonons (minutes per crystal here) only for the crystals whose
     # composition surrogate (evaluate.kappa_surrogate) puts them in this best share of its
     # training formulas, toward the target; 1: every stable crystal

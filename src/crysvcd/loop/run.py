@@ -118,6 +118,7 @@ def evaluate_config(cfg: LoopConfig, phonons: bool, kappa: bool = False) -> Eval
             budget_s=cfg.kappa_budget,
             supercell_min_length=cfg.kappa_supercell,
             fc3_cutoff=cfg.kappa_fc3_cutoff,
+            wigner=cfg.kappa_wigner,
         ),
         device=cfg.label_device,
         relax_batch=cfg.relax_batch,
