@@ -249,3 +249,26 @@ def test_the_papers_recipe_runs_without_a_property_screen(tmp_path):
     cfg = campaign_config("kappa", "high", recipe="paper", screen_factor=5)
     assert fit_screen(cfg, 0, tmp_path, store=None) is None
     assert not (tmp_path / "round_00").exists()
+
+
+def test_candidates_flag_a_kappa_with_imaginary_modes(tmp_path):
+    from ase.build import bulk
+
+    from crysvcd.evaluate.store import ResultStore
+    from crysvcd.loop.figures import write_candidates
+
+    store = ResultStore(tmp_path / "labels.db")
+    labels = {"status": "ok", "converged": True, "e_above_hull": 0.01, "round": 0,
+              "phonon_stable": True}  # fmt: skip
+    store.write("r00/a", bulk("Si"), **labels, kappa=80.0, kappa_reliable=True,
+                kappa_min_frequency=0.0)  # fmt: skip
+    store.write("r00/b", bulk("Ge"), **labels, kappa=0.004, kappa_reliable=False,
+                kappa_min_frequency=-0.33)  # fmt: skip
+    table = store.frame()
+    write_candidates(tmp_path, store, table, Target("kappa", "low"))
+    cand = pd.read_csv(tmp_path / "candidates.csv").set_index("formula")
+    # the value is not counted, and the table says why and what was computed
+    assert pd.isna(cand.loc["Ge", "value"]) and not cand.loc["Ge", "reliable"]
+    assert "imaginary modes" in cand.loc["Ge", "flags"] and "-0.33 THz" in cand.loc["Ge", "flags"]
+    assert "0.004 W/mK" in cand.loc["Ge", "flags"]
+    assert cand.loc["Si", "value"] == 80.0 and pd.isna(cand.loc["Si", "flags"])

@@ -260,6 +260,11 @@ def write_candidates(out_dir: Path, store, table: pd.DataFrame, target, top: int
             if (target.name == "dielectric" and row.get("kind") == "alloy")
             else []
         )
+        raw = pd.to_numeric(pd.Series([row.get("kappa")]), errors="coerce")[0]
+        if target.name == "kappa" and pd.notna(raw) and pd.isna(value):
+            flags.append(f"kappa not usable: imaginary modes in phono3py's phonons (min "
+                         f"{row.get('kappa_min_frequency', float('nan')):.2f} THz; "
+                         f"computed {raw:.3g} W/mK)")  # fmt: skip
         flags += [
             f"{name}: {row[name]}"
             for name in ("ehull_unreliable", "kappa_skipped", "kappa_error", "dielectric_error",
