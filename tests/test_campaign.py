@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ase.db import connect
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Composition, Lattice, Structure
 
 from crysvcd.evaluate.phonons import slack_kappa
 from crysvcd.loop.cli import campaign_config
@@ -229,17 +229,31 @@ def _store(out):
 
 
 def test_a_property_screen_learns_from_the_campaigns_labels_too():
-    from crysvcd.loop.run import target_screen_data
+    from crysvcd.loop.run import fit_target_screen, target_screen_data
 
-    cfg = LoopConfig(target="dielectric", target_value=50.0, phonons=False)
-    formulas, y = target_screen_data(cfg, pd.DataFrame())
+    cfg = LoopConfig(target="dielectric", target_value=50.0, phonons=False, ehull_threshold=0.1)
+    formulas, y, w = target_screen_data(cfg, pd.DataFrame())
     bundled = Target("dielectric", value=50.0).bundled()
     assert len(formulas) == int((bundled["split"] == "train").sum()) and set(y) == {0.0, 1.0}
-    # the campaign's own crystals join with their hit label; those without a value do not
-    table = pd.DataFrame({"cell_formula": ["Sr1 Ti1 O3", "Na1 Cl1", "Mg1 O1", ""],
-                          "dielectric_total": [120.0, 5.0, np.nan, 80.0]})  # fmt: skip
-    more, y2 = target_screen_data(cfg, table)
-    assert more[len(formulas) :] == ["Sr1 Ti1 O3", "Na1 Cl1"] and list(y2[len(y) :]) == [1, 0]
+    assert set(w) == {1.0}
+    # the campaign's crystals join as the campaign judges them: a hit only when stable; an
+    # unstable one is a miss whatever its value; a stable one without a value stays out
+    table = pd.DataFrame({
+        "cell_formula": ["Sr1 Ti1 O3", "Na1 Cl1", "Mg1 O1", "", "Ba1 Ti1 O3", "Pb1 Ti1 O3"],
+        "status": ["ok", "ok", "ok", "ok", "ok", "failed"],
+        "converged": [True, True, True, True, True, False],
+        "e_above_hull": [0.02, 0.0, 0.01, 0.0, 0.4, np.nan],
+        "dielectric_total": [120.0, 5.0, np.nan, 80.0, 300.0, np.nan],
+    })  # fmt: skip
+    more, y2, w2 = target_screen_data(cfg, table)
+    assert more[len(formulas) :] == ["Sr1 Ti1 O3", "Na1 Cl1", "Ba1 Ti1 O3", "Pb1 Ti1 O3"]
+    assert list(y2[len(y) :]) == [1, 0, 0, 0]
+    assert list(w2[len(w) :]) == [cfg.labelled_weight] * 4
+    # weighted ten times, an unstable BaTiO3 of epsilon 300 pulls its formula's score down
+    base = fit_target_screen(cfg, pd.DataFrame())
+    fed = fit_target_screen(cfg, table.iloc[[4]])
+    x = base.descriptors(Composition("BaTiO3"), "ionic")
+    assert fed.score(fed.descriptors(Composition("BaTiO3"), "ionic"))[0] < base.score(x)[0]
 
 
 def test_the_papers_recipe_runs_without_a_property_screen(tmp_path):
@@ -272,3 +286,16 @@ def test_candidates_flag_a_kappa_with_imaginary_modes(tmp_path):
     assert "imaginary modes" in cand.loc["Ge", "flags"] and "-0.33 THz" in cand.loc["Ge", "flags"]
     assert "0.004 W/mK" in cand.loc["Ge", "flags"]
     assert cand.loc["Si", "value"] == 80.0 and pd.isna(cand.loc["Si", "flags"])
+
+
+def test_a_loop_without_fine_tunes_keeps_generating_unconditioned():
+    from crysvcd.loop.run import STAGES, generate_config
+
+    models = dict.fromkeys(STAGES)
+    screen_only = LoopConfig(target="dielectric", phonons=False, finetune_stage1=False,
+                             finetune_stage2=False)  # fmt: skip
+    # the shipped models were never taught "dielectric_high": round 1 must not ask for it
+    assert generate_config(screen_only, 1, models).conditions == []
+    tuned = replace(screen_only, finetune_stage2=True)
+    assert generate_config(tuned, 1, models).conditions == ["dielectric_high=1"]
+    assert generate_config(tuned, 0, models).conditions == []

@@ -128,9 +128,10 @@ class Screen:
         names: tuple[str, ...] = FEATURES,
         label: str = "stable",
         l2: float = 0.03,
+        weight: np.ndarray | None = None,
     ) -> Screen:
         """Fit on descriptors ``x`` (rows of ``features(..., names=names)``) and 0/1 labels
-        ``y``."""
+        ``y``, each row counting ``weight`` times (default once)."""
         import torch
 
         y = np.asarray(y, dtype=float)
@@ -144,6 +145,10 @@ class Screen:
         mean, scale = x.mean(0), x.std(0) + 1e-9
         xs = torch.tensor((x - mean) / scale, dtype=torch.float64)
         yt = torch.tensor(y, dtype=torch.float64)
+        wt = torch.tensor(np.ones(len(y)) if weight is None else weight, dtype=torch.float64)
+        if wt.shape != yt.shape or not bool((wt > 0).all()):
+            raise ValueError(f"one positive weight per labelled crystal, got {tuple(wt.shape)}")
+        wt = wt / wt.mean()
         w = torch.zeros(xs.shape[1], dtype=torch.float64, requires_grad=True)
         b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
@@ -151,7 +156,7 @@ class Screen:
         def closure():
             opt.zero_grad()
             logits = xs @ w + b
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yt)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yt, wt)
             loss = loss + l2 * (w**2).sum()  # a few hundred labels: keep the weights small
             loss.backward()
             return loss

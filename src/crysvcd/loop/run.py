@@ -128,7 +128,10 @@ def evaluate_config(cfg: LoopConfig, phonons: bool, kappa: bool = False) -> Eval
 def generate_config(
     cfg: LoopConfig, r: int, models: dict, screen: Path | None = None
 ) -> GenerateConfig:
-    conditioned = (r > 0 or cfg.prime) and cfg.valence_masks
+    # conditioned once a fine-tune has taught the models the condition: after priming, or
+    # from round 1 on; a screen-only loop (no fine-tunes) keeps the shipped, unconditioned ones
+    tuned = cfg.prime or (r > 0 and (cfg.finetune_stage1 or cfg.finetune_stage2))
+    conditioned = tuned and cfg.valence_masks
     return GenerateConfig(
         screen=str(screen) if screen else None,
         screen_factor=cfg.screen_factor,
@@ -246,19 +249,39 @@ def screen_data(table: pd.DataFrame, threshold: float) -> tuple[np.ndarray, np.n
     return np.array(x).reshape(len(x), -1), kept_stable(table, threshold).to_numpy(float)
 
 
-def target_screen_data(cfg: LoopConfig, table: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-    """Formulas and 0/1 hit labels for a property screen: the target's bundled training rows,
-    then the campaign's crystals that have the target's label."""
+def target_screen_data(
+    cfg: LoopConfig, table: pd.DataFrame
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Formulas, 0/1 hit labels and weights for a property screen: the target's bundled
+    training rows (weight 1), then the campaign's labelled crystals (``labelled_weight``
+    each, as in the fine-tunes).
+
+    A campaign's crystal is judged as the campaign is: a hit when it is kept stable
+    (``kept_stable``) and its property hits the target, a miss when it hits not or is not
+    stable (failed, unconverged, above ``ehull_threshold``, phonon-unstable), left out when
+    it is stable but its property was not computed. So from round 1 on the screen learns
+    which chemistries give stable hits here, not only which give hits: the bundled rows
+    are Materials Project ground states, while most of a round's high-epsilon crystals
+    came out unstable (README, dielectric campaign)."""
+    from crysvcd.loop.figures import _col, kept_stable
+
     target = cfg.target_spec()
     bundled = target.bundled()
     bundled = bundled[(bundled["split"] == "train") & bundled["target_label"].notna()]
     formulas, hits = list(bundled["cell_formula"]), list(bundled["target_label"])
-    if len(table) and target.label in table:
-        hit = target.hit(table[target.label])
-        keep = ~np.isnan(hit) & (table["cell_formula"] != "").to_numpy()
+    weights = [1.0] * len(hits)
+    if len(table):
+        labelled = _col(table, "status", "").isin(["ok", "failed", "invalid"]).to_numpy() & (
+            _col(table, "cell_formula", "").fillna("") != ""
+        ).to_numpy()
+        stable = kept_stable(table, cfg.ehull_threshold).to_numpy()
+        hit = target.hit(_col(table, target.label))
+        y = np.where(stable, hit, 0.0)
+        keep = labelled & ~np.isnan(y)
         formulas += list(table["cell_formula"][keep])
-        hits += list(hit[keep])
-    return formulas, np.asarray(hits, dtype=float)
+        hits += list(y[keep])
+        weights += [float(cfg.labelled_weight)] * int(keep.sum())
+    return formulas, np.asarray(hits, dtype=float), np.asarray(weights)
 
 
 def fit_target_screen(cfg: LoopConfig, table: pd.DataFrame):
@@ -266,10 +289,10 @@ def fit_target_screen(cfg: LoopConfig, table: pd.DataFrame):
     the atom fraction of every element in those data."""
     from crysvcd.evaluate.screen import COMPOSITION_FEATURES, Screen, element_features, features
 
-    formulas, y = target_screen_data(cfg, table)
+    formulas, y, weight = target_screen_data(cfg, table)
     names = COMPOSITION_FEATURES + element_features(formulas)
     x = np.stack([features(Composition(f), "ionic", "", names) for f in formulas])
-    return Screen.fit(x, y, names, cfg.target_spec().condition)
+    return Screen.fit(x, y, names, cfg.target_spec().condition, weight=weight)
 
 
 def fit_screen(cfg: LoopConfig, r: int, out_dir: Path, store) -> Path | None:
