@@ -271,9 +271,10 @@ def target_screen_data(
     formulas, hits = list(bundled["cell_formula"]), list(bundled["target_label"])
     weights = [1.0] * len(hits)
     if len(table):
-        labelled = _col(table, "status", "").isin(["ok", "failed", "invalid"]).to_numpy() & (
-            _col(table, "cell_formula", "").fillna("") != ""
-        ).to_numpy()
+        labelled = (
+            _col(table, "status", "").isin(["ok", "failed", "invalid"]).to_numpy()
+            & (_col(table, "cell_formula", "").fillna("") != "").to_numpy()
+        )
         stable = kept_stable(table, cfg.ehull_threshold).to_numpy()
         hit = target.hit(_col(table, target.label))
         y = np.where(stable, hit, 0.0)
