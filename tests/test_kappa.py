@@ -169,3 +169,20 @@ def test_wigner_total_adds_the_coherence_term(fd_result, cuau, emt):
     assert wigner.kappa == pytest.approx(fd_result.kappa, rel=0.2)
     # campaigns report the Wigner total, as benchmarks/kappa.py was checked
     assert evaluate_config(LoopConfig(), phonons=True, kappa=True).kappa_settings.wigner
+
+
+def test_evaluate_kappa_defaults_are_the_checked_settings():
+    from crysvcd.cli import _evaluate_config, build_parser
+    from crysvcd.loop.config import LoopConfig
+
+    # one set of kappa settings everywhere: crysvcd evaluate --kappa, the loop, the campaigns
+    args = build_parser().parse_args(["evaluate", "RUN", "--kappa"])
+    k = _evaluate_config(args).kappa_settings
+    loop = LoopConfig()
+    assert (k.supercell_min_length, k.fc3_cutoff, k.wigner) == (8.5, 4.5, True)
+    assert (loop.kappa_supercell, loop.kappa_fc3_cutoff, loop.kappa_wigner) == (8.5, 4.5, True)
+    args = build_parser().parse_args(
+        ["evaluate", "RUN", "--kappa", "--kappa-fc3-cutoff", "none", "--no-kappa-wigner"]
+    )
+    k = _evaluate_config(args).kappa_settings
+    assert k.fc3_cutoff is None and k.wigner is False

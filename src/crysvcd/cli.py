@@ -206,6 +206,13 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _float_or_none(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+_float_or_none.__name__ = "float"  # argparse names the type in its error
+
+
 def _evaluate_config(args: argparse.Namespace):
     from crysvcd.evaluate.settings import EvaluateConfig, KappaSettings, PhononSettings
 
@@ -234,6 +241,7 @@ def _evaluate_config(args: argparse.Namespace):
             mesh=mesh[0] if len(mesh) == 1 else [int(m) for m in mesh],
             supercell_min_length=args.kappa_supercell,
             fc3_cutoff=args.kappa_fc3_cutoff,
+            wigner=args.kappa_wigner,
             budget_s=args.kappa_budget,
         ),
         dielectric=args.dielectric,
@@ -435,8 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="q-mesh: a length in A, or three integers")  # fmt: skip
     p.add_argument("--kappa-supercell", type=float, default=K.supercell_min_length,
                    help="smallest perpendicular width of the fc3 supercell, A")  # fmt: skip
-    p.add_argument("--kappa-fc3-cutoff", type=float, default=K.fc3_cutoff,
-                   help="drop fc3 pairs farther apart, A")  # fmt: skip
+    p.add_argument("--kappa-fc3-cutoff", type=_float_or_none, default=K.fc3_cutoff,
+                   help="drop fc3 pairs farther apart, A ('none': keep all)")  # fmt: skip
+    p.add_argument("--kappa-wigner", action=argparse.BooleanOptionalAction, default=K.wigner,
+                   help="the Wigner total (particle + coherence); --no-kappa-wigner: "
+                        "the particle (RTA) part alone")  # fmt: skip
     p.add_argument(
         "--kappa-budget",
         type=float,

@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
 from crysvcd.config import check_precision
-from crysvcd.evaluate.settings import BACKENDS, EvaluateConfig
+from crysvcd.evaluate.settings import BACKENDS, EvaluateConfig, KappaSettings
 
 TARGETS = ("stability", "kappa", "dielectric")
 RECIPES = ("labels", "paper")
@@ -93,12 +93,12 @@ class LoopConfig:
     # phono3py's fc3 supercell width and pair cutoff (A): the settings benchmarks/kappa.py
     # validated against 10 phononDB references (README, kappa). Without the cutoff,
     # generated low-symmetry cells need hundreds of supercells and most exceed the budget
-    kappa_supercell: float = 8.5
-    kappa_fc3_cutoff: float | None = 4.5
+    kappa_supercell: float = KappaSettings.supercell_min_length
+    kappa_fc3_cutoff: float | None = KappaSettings.fc3_cutoff
     # the Wigner total (particle + coherence, Simoncelli-Marzari-Mauri), as benchmarks/kappa.py
     # was checked: the particle (RTA) part alone falls far below the glass limit for the
     # soft, complex cells a low-kappa campaign makes (0.019 W/mK for a Rb2PdBr6)
-    kappa_wigner: bool = True
+    kappa_wigner: bool = KappaSettings.wigner
     # kappa campaigns: phonons (minutes per crystal here) only for the crystals whose
     # composition surrogate (evaluate.kappa_surrogate) puts them in this best share of its
     # training formulas, toward the target; 1: every stable crystal
