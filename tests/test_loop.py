@@ -156,3 +156,18 @@ def test_optional_setting_none_from_a_flag(tmp_path, monkeypatch):
     assert [c.kappa_fc3_cutoff for c in seen] == [None, 3.5, None]
     with pytest.raises(SystemExit):  # argparse names the flag and the bad value
         main(["loop", "--out", str(tmp_path / "run"), "--kappa-fc3-cutoff", "far"])
+
+
+def test_the_stable_label_counts_imaginary_modes_where_phonons_ran(tmp_path):
+    from ase.build import bulk
+
+    from crysvcd.evaluate.store import ResultStore
+    from crysvcd.loop.data import LABEL_COLUMN, labelled_frame
+
+    store = ResultStore(tmp_path / "labels.db")
+    labels = {"status": "ok", "converged": True, "e_above_hull": 0.01, "round": 0}
+    store.write("r00/a", bulk("Si"), **labels, phonon_stable=True)
+    store.write("r00/b", bulk("Ge"), **labels, phonon_stable=False)
+    store.write("r00/c", bulk("Cu"), **labels)  # no phonons: Ehull alone decides
+    frame = labelled_frame(store, 0.1).set_index("material_id")
+    assert frame[LABEL_COLUMN].to_dict() == {"r00/a": 1.0, "r00/b": 0.0, "r00/c": 1.0}

@@ -5,13 +5,14 @@ dropped for that row, which trains the unconditioned model).
 
 A pool crystal is labelled stable when its Materials Project (DFT) energy above the hull is
 at most the threshold; a generated crystal when its relaxation converged and its MLIP
-energy above the hull is at most the threshold (failed, invalid and unconverged ones are
-labelled unstable: the model should learn to avoid them). Labelled crystals enter as
-their relaxed structures, ``labelled_weight`` times each, so that a few hundred of them
-are not drowned by eleven thousand pool crystals; a bundled row with a ``copies`` column
-(the paper's kappa subset) enters that many times for the same reason. In a property
-campaign a generated crystal carries a hit label only when it is stable and its property
-was computed.
+energy above the hull is at most the threshold and, where phonons ran, it has no imaginary
+modes (failed, invalid, unconverged and phonon-unstable ones are labelled unstable: the
+model should learn to avoid them; the screen judges them the same way, ``kept_stable``).
+Labelled crystals enter as their relaxed structures, ``labelled_weight`` times each, so
+that a few hundred of them are not drowned by eleven thousand pool crystals; a bundled
+row with a ``copies`` column (the paper's kappa subset) enters that many times for the same
+reason. In a property campaign a generated crystal carries a hit label only when it is
+stable and its property was computed.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ def labelled_frame(store, threshold: float, target: Target | None = None) -> pd.
         if row.get("status") != "ok" or row.natoms == 0:
             continue
         ehull = row.get("e_above_hull")
+        phonons = row.get("phonon_stable")  # None where phonons did not run
         stable = (
             ehull is not None
             and math.isfinite(ehull)
             and bool(row.get("converged"))
             and ehull <= threshold
+            and (phonons is None or bool(phonons))
         )
         structure = AseAtomsAdaptor.get_structure(row.toatoms())
         value = row.get(label) if label and stable else None
