@@ -263,7 +263,7 @@ def target_screen_data(
     which chemistries give stable hits here, not only which give hits: the bundled rows
     are Materials Project ground states, while most of a round's high-epsilon crystals
     came out unstable (README, dielectric campaign)."""
-    from crysvcd.loop.figures import _col, kept_stable
+    from crysvcd.loop.figures import _col, kept_stable, usable_values
 
     target = cfg.target_spec()
     bundled = target.bundled()
@@ -276,7 +276,7 @@ def target_screen_data(
             & (_col(table, "cell_formula", "").fillna("") != "").to_numpy()
         )
         stable = kept_stable(table, cfg.ehull_threshold).to_numpy()
-        hit = target.hit(_col(table, target.label))
+        hit = target.hit(usable_values(table, target))  # a kappa with imaginary modes: none
         y = np.where(stable, hit, 0.0)
         keep = labelled & ~np.isnan(y)
         formulas += list(table["cell_formula"][keep])
