@@ -206,14 +206,23 @@ def write_figures(out_dir: Path, store, cfg) -> pd.DataFrame:
 
 def usable_values(table: pd.DataFrame, target) -> pd.Series:
     """The target property of each row where it means something: a kappa with imaginary
-    modes is not (they drop out of the RTA sum), nor is a dielectric constant of an alloy
-    (a metal: epsilon diverges, whatever the surrogate, trained on insulators, says)."""
+    modes is not (they drop out of the RTA sum), nor is a dielectric constant of a metal (it
+    diverges, whatever the surrogate, trained on insulators, says): an alloy, or a formula
+    the band-gap classifier calls a metal (``evaluate.gap``)."""
     value = pd.to_numeric(_col(table, target.label), errors="coerce")
     if target.name == "kappa":
         value = value.where(_flag(_col(table, "kappa_reliable", False)))
     if target.name == "dielectric":
-        value = value.where(_col(table, "kind", "") != "alloy")
+        value = value.where((_col(table, "kind", "") != "alloy") & ~likely_metal(table))
     return value
+
+
+def likely_metal(table: pd.DataFrame) -> pd.Series:
+    """Rows whose formula the band-gap classifier calls a metal (``evaluate.gap``)."""
+    from crysvcd.evaluate import gap
+
+    formulas = _col(table, "cell_formula", "").fillna("")
+    return pd.Series(gap.likely_metal(formulas), index=table.index)
 
 
 def property_histogram(series: dict, target, path: Path, title: str) -> None:
@@ -255,11 +264,15 @@ def write_candidates(out_dir: Path, store, table: pd.DataFrame, target, top: int
         except Exception:
             sg = ""
         value = usable_values(pd.DataFrame([row]), target).iloc[0]
-        flags = (
-            [f"{target.label} not usable: alloy (metallic)"]
-            if (target.name == "dielectric" and row.get("kind") == "alloy")
-            else []
-        )
+        flags = []
+        if target.name == "dielectric" and row.get("kind") == "alloy":
+            flags.append(f"{target.label} not usable: alloy (metallic)")
+        elif target.name == "dielectric" and likely_metal(pd.DataFrame([row])).iloc[0]:
+            from crysvcd.evaluate import gap
+
+            p = gap.p_gapped([row["cell_formula"]])[0]
+            flags.append(f"{target.label} not usable: likely a metal (P(gap > 0) {p:.2f}; "
+                         f"surrogate {row.get(target.label, float('nan')):.3g})")  # fmt: skip
         raw = pd.to_numeric(pd.Series([row.get("kappa")]), errors="coerce")[0]
         if target.name == "kappa" and pd.notna(raw) and pd.isna(value):
             flags.append(f"kappa not usable: imaginary modes in phono3py's phonons (min "
