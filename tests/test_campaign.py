@@ -238,17 +238,20 @@ def test_a_property_screen_learns_from_the_campaigns_labels_too():
     assert set(w) == {1.0}
     # the campaign's crystals join as the campaign judges them: a hit only when stable; an
     # unstable one is a miss whatever its value; a stable one without a value stays out
+    # (and a stable metal's epsilon is not usable: a miss too)
     table = pd.DataFrame({
-        "cell_formula": ["Sr1 Ti1 O3", "Na1 Cl1", "Mg1 O1", "", "Ba1 Ti1 O3", "Pb1 Ti1 O3"],
-        "status": ["ok", "ok", "ok", "ok", "ok", "failed"],
-        "converged": [True, True, True, True, True, False],
-        "e_above_hull": [0.02, 0.0, 0.01, 0.0, 0.4, np.nan],
-        "dielectric_total": [120.0, 5.0, np.nan, 80.0, 300.0, np.nan],
+        "cell_formula": ["Sr1 Ti1 O3", "Na1 Cl1", "Mg1 O1", "", "Ba1 Ti1 O3", "Pb1 Ti1 O3",
+                         "Zr1 Ti1 Sb1"],
+        "status": ["ok", "ok", "ok", "ok", "ok", "failed", "ok"],
+        "converged": [True, True, True, True, True, False, True],
+        "e_above_hull": [0.02, 0.0, 0.01, 0.0, 0.4, np.nan, 0.01],
+        "dielectric_total": [120.0, 5.0, np.nan, 80.0, 300.0, np.nan, 116.7],
     })  # fmt: skip
     more, y2, w2 = target_screen_data(cfg, table)
-    assert more[len(formulas) :] == ["Sr1 Ti1 O3", "Na1 Cl1", "Ba1 Ti1 O3", "Pb1 Ti1 O3"]
-    assert list(y2[len(y) :]) == [1, 0, 0, 0]
-    assert list(w2[len(w) :]) == [cfg.labelled_weight] * 4
+    assert more[len(formulas) :] == ["Sr1 Ti1 O3", "Na1 Cl1", "Ba1 Ti1 O3", "Pb1 Ti1 O3",
+                                     "Zr1 Ti1 Sb1"]  # fmt: skip
+    assert list(y2[len(y) :]) == [1, 0, 0, 0, 0]
+    assert list(w2[len(w) :]) == [cfg.labelled_weight] * 5
     # weighted ten times, an unstable BaTiO3 of epsilon 300 pulls its formula's score down
     base = fit_target_screen(cfg, pd.DataFrame())
     fed = fit_target_screen(cfg, table.iloc[[4]])

@@ -257,9 +257,10 @@ def target_screen_data(
     each, as in the fine-tunes).
 
     A campaign's crystal is judged as the campaign is: a hit when it is kept stable
-    (``kept_stable``) and its property hits the target, a miss when it hits not or is not
-    stable (failed, unconverged, above ``ehull_threshold``, phonon-unstable), left out when
-    it is stable but its property was not computed. So from round 1 on the screen learns
+    (``kept_stable``) and its property hits the target, a miss when it hits not, is not
+    stable (failed, unconverged, above ``ehull_threshold``, phonon-unstable) or its value
+    is not usable (``usable_values``: a metal's epsilon), left out when it is stable but its
+    property was not computed. So from round 1 on the screen learns
     which chemistries give stable hits here, not only which give hits: the bundled rows
     are Materials Project ground states, while most of a round's high-epsilon crystals
     came out unstable (README, dielectric campaign)."""
@@ -276,8 +277,12 @@ def target_screen_data(
             & (_col(table, "cell_formula", "").fillna("") != "").to_numpy()
         )
         stable = kept_stable(table, cfg.ehull_threshold).to_numpy()
-        hit = target.hit(usable_values(table, target))  # a kappa with imaginary modes: none
-        y = np.where(stable, hit, 0.0)
+        usable = usable_values(table, target)
+        hit = target.hit(usable)
+        # computed but not usable (a metal's epsilon, a kappa with imaginary modes): a miss
+        unusable = (pd.to_numeric(_col(table, target.label), errors="coerce").notna()
+                    & usable.isna()).to_numpy()  # fmt: skip
+        y = np.where(stable & ~unusable, hit, 0.0)
         keep = labelled & ~np.isnan(y)
         formulas += list(table["cell_formula"][keep])
         hits += list(y[keep])
