@@ -28,7 +28,9 @@ MATCHER = StructureMatcher(ltol=0.2, stol=0.3, angle_tol=5)
 @cache
 def mp_reduced_formulas() -> frozenset[str]:
     table = pd.read_csv(data_path(MP_TABLE), usecols=["formula"])
-    return frozenset(Composition(f).reduced_formula for f in table["formula"].unique())
+    with warnings.catch_warnings():  # MP's noble-gas entries have no Pauling value
+        warnings.simplefilter("ignore")
+        return frozenset(Composition(f).reduced_formula for f in table["formula"].unique())
 
 
 def mp_formula_known(composition: Composition | str) -> bool:
