@@ -16,7 +16,8 @@
    without the corrector step, in fp32 and under bf16 autocast, and where a sampling step
    spends its time (profile).
 4. train: Stage II training steps per second and seconds per epoch of the pool, 4 x 256 and
-   6 x 512, fp32 and bf16 autocast, batches gathered by ``PackedCrystals`` (tensor ops)
+   6 x 512, fp32 and bf16 autocast (and TF32 on a GPU), on ``--device`` with
+   ``--train-batch`` crystals per step, batches gathered by ``PackedCrystals`` (tensor ops)
    against the former per-crystal ``collate`` (rebuilt here as the reference).
 Prints every figure; asserts nothing.
 """
@@ -210,7 +211,9 @@ def section_train(args) -> None:
     crystals = crystals_from_frame(pool, [], 20)
     packed = PackedCrystals.of(crystals)
     n_pool = len(training_pool("train"))
-    print(f"\n== 4. Stage II training speed, batch 64, {torch.get_num_threads()} threads ==")
+    device = torch.device(args.device)
+    print(f"\n== 4. Stage II training speed, batch {args.train_batch}, {device}, "
+          f"{torch.get_num_threads()} threads ==")  # fmt: skip
     g = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     for _ in range(50):
@@ -224,23 +227,37 @@ def section_train(args) -> None:
     t_old = (time.perf_counter() - t0) / 50
     print(f"batch of 64: PackedCrystals {1e3 * t_new:.2f} ms, per-crystal collate "
           f"{1e3 * t_old:.2f} ms")  # fmt: skip
-    cpu = torch.device("cpu")
-    for (hidden, layers), precision in itertools.product(((256, 4), (512, 6)), ("fp32", "bf16")):
+    # On a GPU the batches come from the pool already there, as training.fit gathers them
+    packed = packed.to(device)
+    precisions = ("fp32", "tf32", "bf16") if device.type == "cuda" else ("fp32", "bf16")
+    for (hidden, layers), precision in itertools.product(((256, 4), (512, 6)), precisions):
         cfg = Stage2Config(hidden=hidden, n_layers=layers)
-        model, sched = CSPNet(cfg), Schedules(cfg.timesteps, cfg.sigma_begin, cfg.sigma_end)
+        model = CSPNet(cfg).to(device)
+        sched = Schedules(cfg.timesteps, cfg.sigma_begin, cfg.sigma_end).to(device)
         opt = torch.optim.Adam(model.parameters())
-        t0 = time.perf_counter()
-        for _ in range(args.train_steps):
-            batch = packed.batch(torch.randint(0, len(crystals), (64,), generator=g), "cpu")
-            with precision_context(cpu, precision):  # as training.fit does
-                loss, _ = diffusion_loss(model, sched, batch, g, cfg)
+        noise = torch.Generator(device).manual_seed(0)
+        torch.backends.cuda.matmul.allow_tf32 = False  # "tf32" sets it process-wide
+        for step in range(args.train_steps + 1):
+            if step == 1:  # the first step pays for allocation and kernel selection
+                _sync(device)
+                t0 = time.perf_counter()
+            rows = torch.randint(0, len(crystals), (args.train_batch,), generator=g)
+            batch = packed.batch(rows.to(device), device)
+            with precision_context(device, precision):  # as training.fit does
+                loss, _ = diffusion_loss(model, sched, batch, noise, cfg)
             opt.zero_grad()
             loss.backward()
             opt.step()
+        _sync(device)
         dt = (time.perf_counter() - t0) / args.train_steps
-        minutes = dt * n_pool / 64 / 60
+        minutes = dt * n_pool / args.train_batch / 60
         print(f"{layers} x {hidden}, {precision}: {1 / dt:.2f} steps/s, {minutes:.1f} min per "
               f"epoch of the {n_pool} train crystals")  # fmt: skip
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -251,7 +268,9 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=10)
     ap.add_argument("--n-relax", type=int, default=64)
     ap.add_argument("--max-atoms", type=int, default=400)
-    ap.add_argument("--device", default="cpu", help="where the MLIP runs (relax, evaluate)")
+    ap.add_argument("--train-batch", type=int, default=64, help="crystals per step (train)")
+    ap.add_argument("--device", default="cpu", help="where the MLIP (relax, evaluate) and the "
+                    "training steps (train) run")  # fmt: skip
     ap.add_argument("--workers", type=int, default=2, help="Dask workers (evaluate)")
     ap.add_argument("--relax-batch", type=int, default=8, help="group size (evaluate)")
     ap.add_argument("--n-formulas", type=int, default=1000)
