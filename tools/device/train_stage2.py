@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sample_stage2 import draw, eval_crystals  # the sibling script (run from this folder)
 
 from crysvcd import checkpoints
 from crysvcd.config import FitConfig, Stage2Config
-from crysvcd.stage2.batch import Crystal, PackedCrystals
+from crysvcd.stage2.batch import PackedCrystals
 from crysvcd.stage2.cspnet import CSPNet
 from crysvcd.stage2.loss import dev_loss, diffusion_loss
-from crysvcd.stage2.sample import SamplerSettings, StructureSampler
+from crysvcd.stage2.sample import StructureSampler
 from crysvcd.stage2.schedules import Schedules
 from crysvcd.training import fit, seed_everything
 
@@ -142,15 +143,7 @@ def main() -> None:
     dest.with_suffix(".json").write_text(json.dumps(side, indent=2, default=str))
     parts = split_file(dest)
     sampler = StructureSampler(model, args.device)
-    types = np.split(data["eval_types"], np.cumsum(data["eval_natoms"])[:-1])
-    crystals = [Crystal(t, np.zeros((len(t), 3)), np.eye(3)) for t in types]
-    samples = {}
-    for steps in args.sample_steps:
-        t1 = time.time()
-        drawn = sampler.sample_crystals(crystals, SamplerSettings(steps=steps), seed=args.seed)
-        samples[f"lattice_{steps}"] = np.stack([lat for lat, _ in drawn])
-        samples[f"frac_{steps}"] = np.concatenate([f for _, f in drawn])
-        samples[f"seconds_{steps}"] = np.array(time.time() - t1)
+    samples = draw(sampler, eval_crystals(data), args.sample_steps, args.seed)
     np.savez_compressed(out / "samples.npz", eval_ids=data["eval_ids"], **samples)
     for name in ("log.jsonl", "run.json"):
         if (state_dir / name).exists():
