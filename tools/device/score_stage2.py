@@ -36,7 +36,7 @@ def main() -> None:
     truths = [structure_from_cif(pool.loc[m, "cif"]) for m in ids]
     types = np.split(data["eval_types"], np.cumsum(data["eval_natoms"])[:-1])[: len(ids)]
     types = [t for t in types for _ in range(k)]
-    for key in sorted(k for k in samples if k.startswith("lattice_")):
+    for key in sorted(name for name in samples if name.startswith("lattice_")):
         steps = key.split("_")[1]
         fracs = np.split(samples[f"frac_{steps}"], np.cumsum([len(t) for t in types])[:-1])
         preds = [
