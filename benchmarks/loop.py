@@ -3,6 +3,7 @@ of each round (Fig. 3c), and the throughput of labelling.
 
     python benchmarks/loop.py compare RUN [RUN ...] [--names A B ...] [--out DIR]
     python benchmarks/loop.py phonons RUN [--per-round 30] [--rounds 0 2] [--workers 2] [--report]
+        [--device cuda] [--no-figures]
     python benchmarks/loop.py throughput [--n 24] [--workers 1 2]
     python benchmarks/loop.py branch SRC DEST --rounds 1 --config OTHER.toml [--finetune]
         [--relabel]
@@ -136,7 +137,6 @@ def phonons(args) -> None:
     from crysvcd.evaluate.settings import EvaluateConfig, PhononSettings
     from crysvcd.evaluate.store import ResultStore
     from crysvcd.loop.config import LoopConfig
-    from crysvcd.loop.figures import frequency_histogram, write_figures
 
     run = Path(args.run)
     import json
@@ -145,6 +145,7 @@ def phonons(args) -> None:
     cfg = EvaluateConfig(
         mlip=loop.mlip, fmax=loop.fmax, relax_steps=loop.relax_steps, timeout=args.timeout,
         phonons=True, phonon=PhononSettings(max_supercell_atoms=args.max_atoms),
+        device=args.device,
     )  # fmt: skip
     store = ResultStore(run / "labels.db")
     rows = store.rows()
@@ -181,6 +182,14 @@ def phonons(args) -> None:
             close_client(client)
     if not args.report:
         print(f"{len(jobs)} phonon calculations in {(time.perf_counter() - t0) / 60:.1f} min")
+    if args.no_figures:  # e.g. on a GPU machine without matplotlib: counts only
+        for r, keys in zip(args.rounds, samples):
+            flags = [store.rows()[k].get("phonon_stable") for k in keys]
+            done = [f for f in flags if f is not None]
+            print(f"round {r}: phonon-stable {sum(map(bool, done))} of {len(done)} labelled")
+        return
+    from crysvcd.loop.figures import frequency_histogram, write_figures
+
     shares = write_figures(run, store, loop)
     table = pd.read_csv(run / "structures.csv", low_memory=False)
     freq = pd.to_numeric(table.get("phonon_min_frequency_thz"), errors="coerce")
@@ -542,6 +551,12 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", action="store_true", help="compute nothing: shares so far")
+    p.add_argument("--device", default="cpu", help="the MLIP's device: cpu, cuda, auto")
+    p.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="print the counts, write no figures (a machine without matplotlib)",
+    )
     p = sub.add_parser("throughput")
     p.add_argument("--n", type=int, default=24)
     p.add_argument("--steps", type=int, default=100)

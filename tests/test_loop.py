@@ -171,3 +171,22 @@ def test_the_stable_label_counts_imaginary_modes_where_phonons_ran(tmp_path):
     store.write("r00/c", bulk("Cu"), **labels)  # no phonons: Ehull alone decides
     frame = labelled_frame(store, 0.1).set_index("material_id")
     assert frame[LABEL_COLUMN].to_dict() == {"r00/a": 1.0, "r00/b": 0.0, "r00/c": 1.0}
+
+
+def test_the_screen_and_the_fine_tunes_label_the_same_crystals_stable(tmp_path):
+    from ase.build import bulk
+
+    from crysvcd.evaluate.store import ResultStore
+    from crysvcd.loop.data import LABEL_COLUMN, labelled_frame
+    from crysvcd.loop.figures import kept_stable
+
+    store = ResultStore(tmp_path / "labels.db")
+    ok = {"status": "ok", "converged": True, "round": 0}
+    store.write("r00/at", bulk("Si"), **ok, e_above_hull=0.1)  # at the threshold: stable
+    store.write("r00/above", bulk("Ge"), **ok, e_above_hull=0.1001)
+    store.write("r00/soft", bulk("Cu"), **ok, e_above_hull=0.0, phonon_stable=False)
+    store.write("r00/loose", bulk("Al"), **{**ok, "converged": False}, e_above_hull=0.0)
+    label = labelled_frame(store, 0.1).set_index("material_id")[LABEL_COLUMN]
+    kept = kept_stable(store.frame().set_index("key"), 0.1)
+    assert label.to_dict() == {"r00/at": 1.0, "r00/above": 0.0, "r00/soft": 0.0, "r00/loose": 0.0}
+    assert kept.astype(float).to_dict() == label.to_dict()

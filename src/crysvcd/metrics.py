@@ -29,7 +29,7 @@ MATCHER = StructureMatcher(ltol=0.2, stol=0.3, angle_tol=5)
 def mp_reduced_formulas() -> frozenset[str]:
     table = pd.read_csv(data_path(MP_TABLE), usecols=["formula"])
     with warnings.catch_warnings():  # MP's noble-gas entries have no Pauling value
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", "No Pauling electronegativity", UserWarning)
         return frozenset(Composition(f).reduced_formula for f in table["formula"].unique())
 
 

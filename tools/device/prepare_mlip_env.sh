@@ -1,8 +1,10 @@
 #!/bin/bash
 # Here, once, from the repository root: the Python packages that the MLIP benchmarks
-# (benchmarks/throughput.py --sections relax) need on the GPU machine, which has torch,
+# (benchmarks/throughput.py --sections relax, benchmarks/loop.py phonons) need on the GPU machine, which has torch,
 # numpy, scipy, pandas, e3nn and torch_geometric but no pymatgen, ASE, SevenNet or
-# torch-sim. Writes .whl/ (git-ignored through .git/info/exclude), about 25 MB:
+# torch-sim, and what phonons on Dask workers add (benchmarks/loop.py phonons: phonopy,
+# Dask distributed and their small dependencies). Writes .whl/ (git-ignored through
+# .git/info/exclude), about 30 MB:
 #   - cp312 manylinux wheels of the versions installed here;
 #   - .whl/site/: SevenNet copied from this venv with only the 7net-0 weights (the wheel,
 #     with all four models, would not fit the 64 MiB a device call carries), and two empty
@@ -20,7 +22,9 @@ grep -qx "/.whl/" .git/info/exclude || echo "/.whl/" >> .git/info/exclude
 rm -rf .whl && mkdir -p .whl/site
 version() { $PY -c "from importlib.metadata import version; print(version('$1'))"; }
 for name in ase braceexpand dill matscipy monty orjson palettable pymatgen pymatgen-core \
-    ruamel.yaml spglib uncertainties vesin vesin-torch torch-sim-atomistic; do
+    ruamel.yaml spglib uncertainties vesin vesin-torch torch-sim-atomistic \
+    phonopy pyyaml tqdm dask distributed cloudpickle toolz partd locket msgpack psutil \
+    tornado zict tblib sortedcontainers click urllib3 h5py lxml joblib tabulate phonors; do
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp -d .whl "$name==$(version "$name")" \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \

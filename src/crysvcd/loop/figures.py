@@ -75,12 +75,13 @@ def _flag(series: pd.Series) -> pd.Series:
 
 
 def kept_stable(table: pd.DataFrame, threshold: float = STABLE) -> pd.Series:
-    """What a property campaign keeps: relaxed, converged, Ehull < ``threshold`` (0.1
-    eV/atom), and not phonon-unstable where phonons ran."""
+    """What a campaign keeps, and the label its fine-tunes learn (``loop.data``): relaxed,
+    converged, Ehull at most ``threshold`` (0.1 eV/atom), and not phonon-unstable where
+    phonons ran."""
     ehull = pd.to_numeric(_col(table, "e_above_hull"), errors="coerce")
     stable = (_col(table, "status", "") == "ok") & _flag(_col(table, "converged", False))
     phonon = _col(table, "phonon_stable")
-    return stable & (ehull < threshold) & ~(phonon.notna() & ~_flag(phonon))
+    return stable & (ehull <= threshold) & ~(phonon.notna() & ~_flag(phonon))
 
 
 def round_shares(table: pd.DataFrame, target=None) -> pd.DataFrame:
