@@ -183,8 +183,9 @@ def phonons(args) -> None:
     if not args.report:
         print(f"{len(jobs)} phonon calculations in {(time.perf_counter() - t0) / 60:.1f} min")
     if args.no_figures:  # e.g. on a GPU machine without matplotlib: counts only
+        stored = store.rows()
         for r, keys in zip(args.rounds, samples):
-            flags = [store.rows()[k].get("phonon_stable") for k in keys]
+            flags = [stored[k].get("phonon_stable") for k in keys]
             done = [f for f in flags if f is not None]
             print(f"round {r}: phonon-stable {sum(map(bool, done))} of {len(done)} labelled")
         return

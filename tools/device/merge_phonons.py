@@ -32,7 +32,10 @@ def main() -> None:
         labels = phonon_columns(row)
         if not labels or key not in have or phonon_columns(have[key]) == labels:
             continue
-        target.update(key, **labels)
+        # a step computed again leaves only its new outcome (as runner.record does): a
+        # phonon_error the run held goes when the device brought phonon_stable, and back
+        stale = {k: None for k in phonon_columns(have[key]) if k not in labels}
+        target.update(key, **stale, **labels)
         moved += 1
     print(f"phonon labels copied for {moved} of {len(source)} rows into {args.run}")
 

@@ -1,10 +1,9 @@
 #!/bin/bash
 # Here, once, from the repository root: the Python packages that the MLIP benchmarks
-# (benchmarks/throughput.py --sections relax, benchmarks/loop.py phonons) need on the GPU machine, which has torch,
-# numpy, scipy, pandas, e3nn and torch_geometric but no pymatgen, ASE, SevenNet or
-# torch-sim, and what phonons on Dask workers add (benchmarks/loop.py phonons: phonopy,
-# Dask distributed and their small dependencies). Writes .whl/ (git-ignored through
-# .git/info/exclude), about 30 MB:
+# (benchmarks/throughput.py --sections relax) and a loop run's phonons (benchmarks/loop.py
+# phonons, on Dask workers) need on the GPU machine, which has torch, numpy, scipy, pandas,
+# e3nn, torch_geometric and matplotlib but no pymatgen, ASE, SevenNet, torch-sim, phonopy or
+# Dask. Writes .whl/ (git-ignored through .git/info/exclude), about 44 MB:
 #   - cp312 manylinux wheels of the versions installed here;
 #   - .whl/site/: SevenNet copied from this venv with only the 7net-0 weights (the wheel,
 #     with all four models, would not fit the 64 MiB a device call carries), and two empty
