@@ -302,3 +302,18 @@ def test_a_loop_without_fine_tunes_keeps_generating_unconditioned():
     tuned = replace(screen_only, finetune_stage2=True)
     assert generate_config(tuned, 1, models).conditions == ["dielectric_high=1"]
     assert generate_config(tuned, 0, models).conditions == []
+
+
+def test_a_campaign_started_from_tuned_models_asks_for_their_condition_until_it_tunes_its_own():
+    from crysvcd.loop.run import STAGES, generate_config
+
+    models = dict.fromkeys(STAGES)
+    cfg = LoopConfig(target="dielectric", phonons=False, stage2="stability_run/stage2/best.pt",
+                     start_condition="stable=1", guidance=1.5)  # fmt: skip
+    first = generate_config(cfg, 0, models)
+    assert first.conditions == ["stable=1"] and first.guidance == 1.5
+    # from round 1 the models were fine-tuned on the campaign's own label: ask for that
+    assert generate_config(cfg, 1, models).conditions == ["dielectric_high=1"]
+    screen_only = replace(cfg, finetune_stage1=False, finetune_stage2=False)
+    assert generate_config(screen_only, 2, models).conditions == ["stable=1"]
+    assert generate_config(replace(cfg, start_condition=None), 0, models).guidance is None

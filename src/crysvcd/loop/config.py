@@ -69,6 +69,11 @@ class LoopConfig:
     stage1_ionic: str | None = None  # starting checkpoints (default: shipped)
     stage1_alloy: str | None = None
     stage2: str | None = None
+    # NAME=VALUE that the starting checkpoints were fine-tuned on (a stability campaign's
+    # "stable=1"): the rounds before the loop has tuned the models for its own target are
+    # generated conditioned on it, so a property campaign can start from the models of a
+    # stability campaign and keep their pull toward stable crystals
+    start_condition: str | None = None
     device: str = "cpu"  # Stage II sampling
     # > 1: Stage I draws this many times n formulas and a screen fitted on the labels so far
     # (evaluate.screen) keeps the n it rates best; 1: no screen. Stability: from round 1 on;
@@ -190,6 +195,20 @@ class LoopConfig:
             raise ValueError(f"stage2_pool_sample must be >= 0, got {self.stage2_pool_sample}")
         if self.prime and self.target == "stability":
             raise ValueError("prime needs a property target (kappa or dielectric)")
+        if self.start_condition is not None:
+            name, sep, value = self.start_condition.partition("=")
+            try:
+                float(value)
+            except ValueError:
+                sep = ""
+            if not sep or not name.strip():
+                got = self.start_condition
+                raise ValueError(f"start_condition must be NAME=VALUE, got {got!r}")
+            if not (self.stage1_ionic or self.stage1_alloy or self.stage2):
+                raise ValueError(
+                    "start_condition needs starting checkpoints fine-tuned on it "
+                    "(stage1_ionic, stage1_alloy or stage2); the shipped models are unconditioned"
+                )
         if not self.valence_masks and self.rounds > 1:
             raise ValueError("the unconstrained baseline (valence_masks = false) runs one round")
         # the labelling settings are checked where they are defined, before any work

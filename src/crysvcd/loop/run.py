@@ -132,6 +132,10 @@ def generate_config(
     # from round 1 on; a screen-only loop (no fine-tunes) keeps the shipped, unconditioned ones
     tuned = cfg.prime or (r > 0 and (cfg.finetune_stage1 or cfg.finetune_stage2))
     conditioned = tuned and cfg.valence_masks
+    if conditioned:
+        conditions = [f"{cfg.target_spec().condition}=1"]
+    else:  # the starting checkpoints' own condition, if they were fine-tuned on one
+        conditions = [cfg.start_condition] if cfg.start_condition else []
     return GenerateConfig(
         screen=str(screen) if screen else None,
         screen_factor=cfg.screen_factor,
@@ -142,8 +146,8 @@ def generate_config(
         rank_mlip=cfg.mlip,
         steps=cfg.diffusion_steps,
         seed=cfg.seed + 1000 * r,
-        conditions=[f"{cfg.target_spec().condition}=1"] if conditioned else [],
-        guidance=cfg.guidance if conditioned else None,
+        conditions=conditions,
+        guidance=cfg.guidance if conditions else None,
         valence_masks=cfg.valence_masks,
         device=cfg.device,
         precision=cfg.precision,
