@@ -49,6 +49,8 @@ _HELP = {
     "kappa_fc3_cutoff": "phono3py: drop fc3 pairs farther apart than this, A (none: keep all)",
     "kappa_wigner": "phono3py: the Wigner total, particle + coherence (--no-kappa-wigner: RTA "
     "particle part only)",
+    "start_condition": "NAME=VALUE the starting checkpoints were fine-tuned on (a stability "
+    "run's stable=1): asked for until the loop tunes them for its own target",
     "kappa_prescreen": "kappa campaigns: phonons only for the crystals the composition "
     "surrogate puts in this best share toward the target (1: all)",
     "screen_factor": "Stage I draws this many times n formulas and a screen fitted on the "
