@@ -120,22 +120,22 @@ class PropertyAdapter(nn.Module):
         return out
 
 
+def split_condition(item: str) -> tuple[str, float]:
+    """``"NAME=VALUE"`` -> (name, value), or a ValueError saying what is wrong with it."""
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip():
+        raise ValueError(f"bad condition {item!r}: use NAME=VALUE")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise ValueError(f"condition {item!r}: value {value!r} is not a number") from None
+
+
 def parse_conditions(items: list[str] | dict | None, specs: list[PropertySpec]) -> dict[str, float]:
     """``["NAME=VALUE", ...]`` or a dict -> {name: value}, checked against the model."""
     if not items:
         return {}
-    if isinstance(items, dict):
-        pairs = list(items.items())
-    else:
-        pairs = []
-        for item in items:
-            if "=" not in item:
-                raise ValueError(f"bad condition {item!r}: use NAME=VALUE")
-            name, value = item.split("=", 1)
-            try:
-                pairs.append((name.strip(), float(value)))
-            except ValueError:
-                raise ValueError(f"condition {name!r}: value {value!r} is not a number") from None
+    pairs = list(items.items()) if isinstance(items, dict) else [split_condition(i) for i in items]
     known = {s.name: s for s in specs}
     out = {}
     for name, value in pairs:

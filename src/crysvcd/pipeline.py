@@ -309,24 +309,18 @@ def _steps(settings, sampler) -> list[int]:
 
 def _check_conditions(cfg: GenerateConfig, stage2_props: set[str]) -> None:
     """Every condition must be known to at least one model that will use it."""
+    from crysvcd.conditioning import split_condition
+
     if not cfg.conditions:
         return
-    for c in cfg.conditions:
-        name, sep, value = c.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"bad condition {c!r}: use NAME=VALUE")
-        try:
-            float(value)
-        except ValueError:
-            raise ValueError(f"condition {c!r}: value {value!r} is not a number") from None
+    names = [split_condition(c)[0] for c in cfg.conditions]
     known = set(stage2_props)
     if not cfg.formulas:
         from crysvcd.stage1.sample import load_sampler
 
         for kind, path in (("ionic", cfg.stage1_ionic), ("alloy", cfg.stage1_alloy)):
             known |= {s.name for s in load_sampler(path, kind).model.properties}
-    for c in cfg.conditions:
-        name = c.split("=", 1)[0].strip()
+    for c, name in zip(cfg.conditions, names):
         if name not in known:
             have = ", ".join(sorted(known)) or "none (unconditional models)"
             raise ValueError(

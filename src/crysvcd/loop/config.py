@@ -196,14 +196,12 @@ class LoopConfig:
         if self.prime and self.target == "stability":
             raise ValueError("prime needs a property target (kappa or dielectric)")
         if self.start_condition is not None:
-            name, sep, value = self.start_condition.partition("=")
+            from crysvcd.conditioning import split_condition
+
             try:
-                float(value)
-            except ValueError:
-                sep = ""
-            if not sep or not name.strip():
-                got = self.start_condition
-                raise ValueError(f"start_condition must be NAME=VALUE, got {got!r}")
+                split_condition(self.start_condition)
+            except ValueError as exc:
+                raise ValueError(f"start_condition: {exc}") from None
             if not (self.stage1_ionic or self.stage1_alloy or self.stage2):
                 raise ValueError(
                     "start_condition needs starting checkpoints fine-tuned on it "
