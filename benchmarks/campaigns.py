@@ -16,7 +16,9 @@ the issue's bar (at least 2x, and the excess significant: one-sided Fisher exact
 0.05); the campaign's top five candidates; and, in ``--out``, the property's distribution
 for the training set, the unconditioned run and the campaign (PNG + CSV).
 ``--arm NAME=RUN`` adds another arm of the same target (for example the screen alone on the
-shipped models), judged and compared with the unconditioned run the same way.
+shipped models), judged and compared with the unconditioned run the same way. Any RUN may be
+``RUN,RUN,...``: replicates of one arm (the same settings, other seeds), pooled round by
+round (refused when their settings differ in anything but the seed).
 A hit is judged by the campaign's target (``loop.targets``). Asserts nothing.
 """
 
@@ -37,6 +39,21 @@ from crysvcd.loop.figures import kept_stable, property_histogram, usable_values
 def load(run: Path) -> tuple[LoopConfig, pd.DataFrame, pd.DataFrame]:
     cfg = LoopConfig(**json.loads((run / "loop.json").read_text())["config"])
     return cfg, pd.read_csv(run / "structures.csv"), pd.read_csv(run / "shares.csv")
+
+
+def load_pooled(spec: str) -> tuple[LoopConfig, pd.DataFrame, list[Path]]:
+    """``RUN`` or ``RUN,RUN,...``: one arm's replicates, their structures tables stacked (a
+    ``seed`` column tells them apart). Replicates must differ only in the seed, or pooling
+    them would mix two arms."""
+    runs = [Path(part) for part in spec.split(",") if part]
+    loaded = [load(run) for run in runs]
+    first = loaded[0][0]
+    for run, (cfg, _, _) in zip(runs[1:], loaded[1:]):
+        differ = [k for k, v in vars(cfg).items() if k != "seed" and vars(first).get(k) != v]
+        if differ:
+            raise SystemExit(f"{run} is not a replicate of {runs[0]}: {', '.join(differ)} differ")
+    table = pd.concat([t.assign(seed=cfg.seed) for cfg, t, _ in loaded], ignore_index=True)
+    return first, table, runs
 
 
 def hits(table: pd.DataFrame, value: pd.Series, hit: pd.Series, stable_only=True) -> dict:
@@ -127,8 +144,8 @@ def judge(out: pd.DataFrame, bar: str = "bar 2x") -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("campaign", type=Path)
-    ap.add_argument("unconditioned", type=Path)
+    ap.add_argument("campaign", help="RUN, or RUN,RUN,... (replicates, pooled)")
+    ap.add_argument("unconditioned", help="RUN, or RUN,RUN,... (replicates, pooled)")
     ap.add_argument("--out", type=Path, default=None, help="folder for the figure and CSV")
     ap.add_argument("--arm", action="append", default=[], metavar="NAME=RUN",
                     help="another arm of the same target, compared the same way")  # fmt: skip
@@ -138,14 +155,16 @@ def main() -> None:
         name, sep, run = spec.partition("=")
         if not sep or not name or name in ("campaign", "unconditioned"):
             raise SystemExit(f"--arm takes NAME=RUN with a new name, got {spec!r}")
-        arms[name] = Path(run)
-    cfg_c, _, _ = load(args.campaign)
-    tables = {"unconditioned": load(args.unconditioned)[1]}
-    tables.update({name: load(run)[1] for name, run in arms.items()})
-    target = cfg_c.target_spec()
+        arms[name] = run
+    pooled = {"unconditioned": load_pooled(args.unconditioned)}
+    pooled.update({name: load_pooled(spec) for name, spec in arms.items()})
+    tables = {name: table for name, (_, table, _) in pooled.items()}
+    for name, (_, table, runs) in pooled.items():
+        print(f"{name}: {len(runs)} run(s), seed(s) {sorted(table.seed.unique().tolist())}")
+    target = pooled["campaign"][0].target_spec()
     sign = ">=" if target.direction == "high" else "<="
     print(f"target {target.condition}: {target.label} {sign} {target.threshold():.3g}; "
-          f"MLIP {cfg_c.mlip}")  # fmt: skip
+          f"MLIP {pooled['campaign'][0].mlip}")  # fmt: skip
     out = per_round(tables, lambda t: target_hits(t, target))
     judge(out)
     if target.name == "kappa":
@@ -157,14 +176,16 @@ def main() -> None:
         judge(all_crystals, "predicted 2x")
         if target.direction == "high":
             known_high_kappa(tables)
-    for name, run in arms.items():
-        cand = run / "candidates.csv"
-        if cand.exists():
-            cols = ["rank", "formula", "space_group", "n_atoms", "e_above_hull",
-                    "phonon_stable", "value", "reliable", "round"]  # fmt: skip
-            top = pd.read_csv(cand).head(5)
-            print(f"top five candidates of {name} (stable first, then by the property):")
-            print(top[[c for c in cols if c in top]].to_string(index=False))
+    for name in arms:
+        for run in pooled[name][2]:
+            cand = run / "candidates.csv"
+            if cand.exists():
+                cols = ["rank", "formula", "space_group", "n_atoms", "e_above_hull",
+                        "phonon_stable", "value", "reliable", "round"]  # fmt: skip
+                top = pd.read_csv(cand).head(5)
+                print(f"top five candidates of {name} ({run}; stable first, then by the "
+                      "property):")  # fmt: skip
+                print(top[[c for c in cols if c in top]].to_string(index=False))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         series = {"training set": target.bundled()["target_value"].to_numpy()}
