@@ -5,7 +5,7 @@ paper's Fig. 4).
         --out RUN_C
     crysvcd campaign dielectric --target 50 \\
         --config benchmarks/campaigns/dielectric_unconditioned.toml --out RUN_U
-    python benchmarks/campaigns.py RUN_C RUN_U [--arm NAME=RUN ...] [--out FOLDER]
+    python benchmarks/campaigns.py RUN_C RUN_U [--arm NAME=RUN ...] [--out FOLDER [--stem NAME]]
 
 (the same for kappa with ``--target high|low``; for kappa it also judges the composition
 surrogate's prediction, which every crystal has, beside phono3py's few). For each run and
@@ -147,6 +147,8 @@ def main() -> None:
     ap.add_argument("campaign", help="RUN, or RUN,RUN,... (replicates, pooled)")
     ap.add_argument("unconditioned", help="RUN, or RUN,RUN,... (replicates, pooled)")
     ap.add_argument("--out", type=Path, default=None, help="folder for the figure and CSV")
+    ap.add_argument("--stem", default=None,
+                    help="their file name (default: the condition, dielectric_high)")  # fmt: skip
     ap.add_argument("--arm", action="append", default=[], metavar="NAME=RUN",
                     help="another arm of the same target, compared the same way")  # fmt: skip
     args = ap.parse_args()
@@ -190,10 +192,11 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         series = {"training set": target.bundled()["target_value"].to_numpy()}
         series.update({name: usable_values(t, target).to_numpy() for name, t in tables.items()})
-        property_histogram(series, target, args.out / f"{target.condition}.png",
+        stem = args.stem or target.condition
+        property_histogram(series, target, args.out / f"{stem}.png",
                            f"{target.label}: training set and each arm")  # fmt: skip
-        out.to_csv(args.out / f"{target.condition}.csv", index=False)
-        print(f"figure: {args.out / (target.condition + '.png')}")
+        out.to_csv(args.out / f"{stem}.csv", index=False)
+        print(f"figure: {args.out / (stem + '.png')}")
 
 
 if __name__ == "__main__":
