@@ -193,3 +193,42 @@ def test_the_screen_and_the_fine_tunes_label_the_same_crystals_stable(tmp_path):
     kept = kept_stable(store.frame().set_index("key"), 0.1)
     assert label.to_dict() == {"r00/at": 1.0, "r00/above": 0.0, "r00/soft": 0.0, "r00/loose": 0.0}
     assert kept.astype(float).to_dict() == label.to_dict()
+
+
+def test_a_branch_shares_the_labelled_round_and_relabels_only_what_changed(
+    tiny_models, tmp_path, dask_client, monkeypatch
+):
+    """tools/branch_run.py --relabel: DEST resumes SRC's round without regenerating it and
+    recomputes only the step whose settings changed (phonons with another supercell)."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    cfg = tiny_loop(tiny_models, rounds=1, n=4)
+    run_loop(cfg, src, progress=False, client=dask_client)
+    other = replace(cfg, phonon_supercell=5.0)
+    toml = tmp_path / "other.toml"
+    toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in other.to_dict().items()
+                            if v is not None))  # JSON's scalars are TOML's  # fmt: skip
+    tool = Path(__file__).resolve().parents[1] / "tools" / "branch_run.py"
+    argv = ["branch_run.py", str(src), str(dest), "--rounds", "1", "--relabel",
+            "--config", str(toml)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(tool), run_name="__main__")
+    before = {r.key: r for r in connect(str(src / "labels.db")).select()}
+    run_loop(other, dest, progress=False, client=dask_client)
+    after = {r.key: r for r in connect(str(dest / "labels.db")).select()}
+    assert set(after) == set(before)  # nothing regenerated
+    recomputed = 0
+    for key, row in after.items():
+        old = before[key]
+        assert row.get("mlip_energy") == old.get("mlip_energy")  # the relaxation was copied
+        assert row.get("relax_settings") == old.get("relax_settings")
+        if old.get("phonon_settings") is not None:  # phonons ran again with 5 A
+            assert row.get("phonon_settings") != old.get("phonon_settings")
+            recomputed += 1
+    assert recomputed > 0
+    with pytest.raises(SystemExit, match="exists"):
+        runpy.run_path(str(tool), run_name="__main__")
