@@ -226,8 +226,9 @@ def test_a_branch_shares_the_labelled_round_and_relabels_only_what_changed(
         old = before[key]
         assert row.get("mlip_energy") == old.get("mlip_energy")  # the relaxation was copied
         assert row.get("relax_settings") == old.get("relax_settings")
-        if old.get("phonon_settings") is not None:  # phonons ran again with 5 A
-            assert row.get("phonon_settings") != old.get("phonon_settings")
+        if old.get("phonons_settings") is not None:  # phonons ran again with 5 A
+            assert row.get("phonons_settings") != old.get("phonons_settings")
+            assert '"supercell_min_length": 5.0' in row.get("phonons_settings")
             recomputed += 1
     assert recomputed > 0
     with pytest.raises(SystemExit, match="exists"):
