@@ -383,7 +383,9 @@ def kappa_choice(cfg: LoopConfig, r: int, store) -> tuple[list[str], dict[str, s
         if row.get("kappa_settings") == settings:
             done.add(key)
         ehull, slack = row.get("e_above_hull"), row.get("kappa_slack")
-        if not (row.get("converged") and ehull is not None and ehull <= cfg.ehull_threshold):
+        if not row.get("converged"):
+            skipped[key] = "screen: relaxation not converged (Ehull not trusted)"
+        elif not (ehull is not None and ehull <= cfg.ehull_threshold):
             skipped[key] = f"screen: not stable (Ehull {ehull}, threshold {cfg.ehull_threshold})"
         elif not row.get("phonon_stable"):
             why = row.get("phonon_skipped") or row.get("phonon_error") or "imaginary modes"
