@@ -33,6 +33,7 @@ def test_padded_keys_change_nothing_before_them():
 
 def test_same_numbers_as_transformers_gpt2():
     import transformers  # the test extra installs it; a skip here would hide a missing install
+
     ours = tiny()
     cfg = transformers.GPT2Config(vocab_size=1, n_positions=16, n_embd=32, n_layer=2,
                                   n_head=4, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)  # fmt: skip
