@@ -64,13 +64,34 @@ def test_finite_displacement_kappa(fd_result, cuau):
     plan = kappa_plan(cuau, KappaSettings(**FAST))
     assert r.n_supercells == plan.n_supercells > 10
     assert r.supercell_atoms == plan.supercell_atoms == 36
-    assert r.mesh == [7, 7, 7]
+    assert r.mesh == [7, 7, 7] and r.grid_points == 343
     assert r.seconds >= r.seconds_forces + r.seconds_rta > 0
     assert r.dynamically_stable and r.min_frequency > -0.05
     # kappa ~ 1/T from umklapp scattering
     k300, k600 = r.kappa_per_temperature
     assert k300 == r.kappa and 1.6 < k300 / k600 < 2.4
     assert r.as_dict()["method"] == "finite-displacement"
+
+
+def test_a_length_mesh_on_a_centred_cell_reads_as_counts_along_its_axes():
+    """phono3py makes a generalized regular grid here; its mesh_numbers (1x2x336) are a
+    Smith normal form, which reads like a broken mesh; the result gives the 8x7x6 grid."""
+    from crysvcd.evaluate.kappa import _grid
+    from crysvcd.evaluate.kappa_plan import setup_phono3py
+
+    conventional = Structure(
+        Lattice.orthorhombic(3.6, 4.1, 5.3),
+        ["Cu", "Cu", "Au", "Au"],
+        [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0, 0.5], [0.5, 0.5, 0]],
+    )
+    primitive = SpacegroupAnalyzer(conventional).find_primitive()
+    ph3, _ = setup_phono3py(primitive, KappaSettings(budget_s=None, supercell_min_length=6.0))
+    ph3.mesh_numbers = 30.0  # A: 30 / 3.6, 30 / 4.1, 30 / 5.3 rounded
+    assert sorted(ph3.mesh_numbers) != sorted([8, 7, 6])
+    mesh, matrix, points = _grid(ph3)
+    # the primitive zone holds twice the conventional one of a body-centred lattice
+    assert sorted(mesh) == [6, 7, 8] and points == 8 * 7 * 6 * 2
+    assert round(abs(np.linalg.det(matrix))) == points
 
 
 def test_symfc_random_displacements_agree_with_finite_differences(fd_result, cuau, emt):

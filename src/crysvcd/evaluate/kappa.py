@@ -66,6 +66,8 @@ class KappaResult:
     method: str
     n_supercells: int  # force calls on displaced supercells, fc2 ones included
     supercell_atoms: int
+    # q-points along each axis; for a generalized regular grid (a length mesh on a centred
+    # lattice) along the conventional axes, see ``_grid``
     mesh: list[int]
     seconds: float
     seconds_forces: float
@@ -73,6 +75,8 @@ class KappaResult:
     min_frequency: float  # THz over the mesh; below ~ -0.1 means an unstable structure
     supercell_matrix: list[list[int]] = field(default_factory=list)
     fc2_supercell_matrix: list[list[int]] = field(default_factory=list)
+    grid_points: int = 0  # q-points in the whole grid
+    grid_matrix: list[list[int]] = field(default_factory=list)
 
     @property
     def dynamically_stable(self) -> bool:
@@ -192,6 +196,7 @@ def lattice_thermal_conductivity(
         if isinstance(settings.mesh, int | float)
         else [int(n) for n in settings.mesh]
     )
+    mesh, grid_matrix, grid_points = _grid(ph3)
     ph3.init_phph_interaction()
     rta_options = {"temperatures": temperatures, "is_isotope": settings.isotope, "log_level": 0}
     if settings.wigner:
@@ -203,7 +208,7 @@ def lattice_thermal_conductivity(
         elapsed = time.perf_counter() - start
         if elapsed + projected > budget:
             raise KappaSkipped(
-                f"RTA on the {'x'.join(map(str, ph3.mesh_numbers))} mesh ({n_ir} irreducible "
+                f"RTA on the {'x'.join(map(str, mesh))} mesh ({n_ir} irreducible "
                 f"q-points) projected at {projected:.0f} s after {elapsed:.0f} s exceeds "
                 f"budget_s={budget:.0f}",
                 n_supercells=n_done,
@@ -228,14 +233,31 @@ def lattice_thermal_conductivity(
         method=plan.method,
         n_supercells=n_done,
         supercell_atoms=plan.supercell_atoms,
-        mesh=[int(n) for n in ph3.mesh_numbers],
+        mesh=mesh,
         seconds=time.perf_counter() - start,
         seconds_forces=seconds_forces,
         seconds_rta=seconds_rta,
         min_frequency=float(np.min(frequencies)),
         supercell_matrix=plan.supercell_matrix,
         fc2_supercell_matrix=plan.fc2_supercell_matrix,
+        grid_points=grid_points,
+        grid_matrix=grid_matrix,
     )
+
+
+def _grid(ph3) -> tuple[list[int], list[list[int]], int]:
+    """The q-point grid as a reader expects it: counts per axis, the grid matrix, points.
+
+    A length mesh on a centred lattice makes phono3py use a generalized regular grid, whose
+    ``mesh_numbers`` are the Smith normal form's diagonal (1x2x336 for a body-centred
+    8x7x6 grid), not counts along axes; the grid matrix's rows are the conventional axes'
+    counts times integer primitive vectors, so their gcds are those counts."""
+    diagonal = [int(n) for n in ph3.grid.D_diag]
+    points = int(np.prod(diagonal))
+    if ph3.grid.grid_matrix is None:
+        return diagonal, np.diag(diagonal).tolist(), points
+    matrix = np.asarray(ph3.grid.grid_matrix, dtype=int)
+    return [int(np.gcd.reduce(row)) for row in matrix], matrix.tolist(), points
 
 
 def _rta_projection(ph3, rta_options: dict) -> tuple[float, int]:
