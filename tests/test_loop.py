@@ -122,6 +122,7 @@ def test_a_labelling_failure_is_recorded_and_the_round_goes_on(tiny_models, tmp_
         ({"start_condition": "stable", "stage2": "x.pt"}, "start_condition: bad condition"),
         ({"start_condition": "stable=yes", "stage2": "x.pt"}, "start_condition: .* not a number"),
         ({"start_condition": "stable=1"}, "start_condition needs starting checkpoints"),
+        ({"screen_usable": True}, "screen_usable has composition rules for the dielectric"),
     ],
 )
 def test_bad_settings_fail_before_any_work(bad, message, tmp_path):
@@ -129,7 +130,7 @@ def test_bad_settings_fail_before_any_work(bad, message, tmp_path):
 
     with pytest.raises(ValueError, match=message):
         LoopConfig(**bad)
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in bad.items()]
+    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in bad.items()]
     assert main(["loop", "--out", str(tmp_path / "run"), *flags]) == 2
     assert not (tmp_path / "run").exists()
 

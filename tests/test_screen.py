@@ -145,3 +145,24 @@ def test_novel_formulas_are_not_mp_entries(tmp_path):
         assert not any(mp_formula_known(it.composition) for it in items)
     with pytest.raises(ValueError, match="not given ones"):
         GenerateConfig(formulas=["NaCl"], novel_formulas=True)
+
+
+def test_a_dielectric_screen_keeps_only_formulas_the_surrogate_can_count(tmp_path):
+    from crysvcd.evaluate.gap import blockers
+    from crysvcd.pipeline import plan
+
+    why = blockers("dielectric", ["Sr1 Ti1 O3", "Eu1 Ti1 O3", "Zr1 Ti1 Sb1"])
+    assert why[0] == "" and why[1].startswith("unseen element: Eu")
+    assert why[2].startswith("likely a metal")
+    few_elements_screen().save(tmp_path / "screen.json")
+    cfg = GenerateConfig(n=20, ionic_fraction=1.0, screen=str(tmp_path / "screen.json"),
+                         screen_factor=4)  # fmt: skip
+    plain = plan(cfg)
+    cfg.screen_label = "dielectric"
+    usable = plan(cfg)
+    assert len(usable) == 20 and not any(blockers("dielectric", [it.label for it in usable]))
+    assert any(blockers("dielectric", [it.label for it in plain]))  # the rule dropped some
+    with pytest.raises(ValueError, match="screen_label must be one of"):
+        GenerateConfig(screen_label="kappa")
+    with pytest.raises(ValueError, match="no composition rules"):
+        blockers("kappa", ["Si1"])

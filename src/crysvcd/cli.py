@@ -189,6 +189,7 @@ def _generate(args: argparse.Namespace) -> int:
         formula_temperature=args.formula_temperature,
         screen=args.screen,
         screen_factor=args.screen_factor,
+        screen_label=args.screen_label,
         novel_formulas=args.novel_formulas,
         conditions=list(args.condition or []),
         guidance=args.guidance,
@@ -384,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "keep the Stage I formulas it rates best")  # fmt: skip
     p.add_argument("--screen-factor", type=int, default=G.screen_factor,
                    help="with --screen: Stage I draws this many times --n formulas")  # fmt: skip
+    p.add_argument("--screen-label", choices=["dielectric"], default=G.screen_label,
+                   help="with --screen: drop first the formulas this label cannot count "
+                   "(dielectric: elements the surrogate never saw, likely metals)")  # fmt: skip
     p.add_argument("--novel-formulas", action="store_true",
                    help="only Stage I formulas that are not Materials Project entries")  # fmt: skip
     p.add_argument("--condition", action="append", help="NAME=VALUE for conditioned models")

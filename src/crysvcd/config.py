@@ -106,6 +106,11 @@ class GenerateConfig:
     # formulas needed and the screen keeps the best rated
     screen: str | None = None
     screen_factor: int = 5
+    # with a screen, a label the kept formulas must be usable for: "dielectric" drops the
+    # drawn formulas the surrogate cannot label (an element it never saw) or whose epsilon
+    # a campaign would not count (likely metals, evaluate.gap) before the screen picks, so
+    # no structure is spent on them
+    screen_label: str | None = None
     # keep only Stage I formulas that are not Materials Project entries (drawn from
     # screen_factor times as many)
     novel_formulas: bool = False
@@ -136,8 +141,16 @@ class GenerateConfig:
         if self.guidance is not None and self.guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
         check_precision(self.precision)
+        if self.screen_label not in SCREEN_LABELS:
+            raise ValueError(
+                f"screen_label must be one of {', '.join(map(str, SCREEN_LABELS))}, "
+                f"got {self.screen_label!r}"
+            )
         if (self.screen is not None or self.novel_formulas) and self.formulas:
             raise ValueError("screen and novel_formulas act on Stage I's formulas: not given ones")
+
+
+SCREEN_LABELS = (None, "dielectric")  # GenerateConfig.screen_label (evaluate.gap.blockers)
 
 
 @dataclass

@@ -149,8 +149,27 @@ def plan(cfg: GenerateConfig, max_atoms: int = 20) -> list[PlanItem]:
                 drawn = [it for it in drawn if not mp_formula_known(it.composition)]
                 if len(drawn) < count:
                     log.warning("only %d of %d %s formulas drawn are new", len(drawn), draws, kind)
+            if cfg.screen and cfg.screen_label:
+                drawn = _usable(drawn, cfg.screen_label, count)
             items += _screened(drawn, cfg.screen, count) if cfg.screen else drawn[:count]
     return [item for item in items for _ in range(cfg.samples_per_formula)]
+
+
+def _usable(drawn: list[PlanItem], label: str, n: int) -> list[PlanItem]:
+    """The drawn formulas whose ``label`` would count (``evaluate.gap.blockers``); the
+    others are logged with their reasons, counted."""
+    from collections import Counter
+
+    from crysvcd.evaluate.gap import blockers
+
+    reasons = blockers(label, [it.label for it in drawn])
+    kept = [it for it, why in zip(drawn, reasons) if not why]
+    dropped = Counter(why.split(":")[0] for why in reasons if why)
+    log.info("%s screen: %d of %d drawn formulas dropped before it picks (%s)", label,
+             len(drawn) - len(kept), len(drawn), dict(dropped))  # fmt: skip
+    if len(kept) < n:
+        log.warning("only %d of %d drawn formulas are usable for %s", len(kept), n, label)
+    return kept
 
 
 def _screened(drawn: list[PlanItem], screen_path: str, n: int) -> list[PlanItem]:

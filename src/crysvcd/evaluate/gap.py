@@ -70,6 +70,28 @@ def likely_metal(formulas, model: Screen | None = None) -> np.ndarray:
     return p_gapped(formulas, model) < METAL_BELOW
 
 
+def blockers(label: str, formulas) -> list[str]:
+    """Why each formula's ``label`` would not count, from its composition alone ("" where
+    it would). "dielectric": an element the shipped surrogate never saw in training (it
+    refuses those, ``dielectric.predict``), or likely a metal (a campaign does not count
+    a metal's epsilon)."""
+    if label != "dielectric":
+        raise ValueError(f"no composition rules for the {label!r} label (known: dielectric)")
+    from crysvcd.dielectric.model import load_model
+
+    seen = set(load_model().elements)
+    formulas = list(formulas)
+    metal = likely_metal(formulas)
+    out = []
+    for formula, is_metal in zip(formulas, metal):
+        unseen = sorted({el.symbol for el in Composition(formula).elements} - seen)
+        if unseen:
+            out.append(f"unseen element: {', '.join(unseen)} not in the surrogate's training data")
+        else:
+            out.append(f"likely a metal: P(gap > 0) < {METAL_BELOW:g}" if is_metal else "")
+    return out
+
+
 def export(model: Screen, path: Path, figures: dict) -> None:
     """The model and its sidecar: where it came from and what it measured."""
     model.save(path)

@@ -53,6 +53,8 @@ _HELP = {
     "run's stable=1): asked for until the loop tunes them for its own target",
     "kappa_prescreen": "kappa campaigns: phonons only for the crystals the composition "
     "surrogate puts in this best share toward the target (1: all)",
+    "screen_usable": "dielectric: the screen keeps only formulas the surrogate can label and "
+    "does not call metals",
     "screen_factor": "Stage I draws this many times n formulas and a screen fitted on the "
     "labels so far keeps the best n (stability: from round 1; a property target: from round "
     "0, on its bundled labels too; 1: no screen)",
@@ -64,7 +66,13 @@ CAMPAIGN_DEFAULTS = {
     # puts on the target's side (README, kappa surrogate)
     "kappa": {"prime": True, "ehull_threshold": 0.1, "phonons": True, "kappa_prescreen": 0.5},
     # epsilon is a property of insulators: ionic compounds only (an alloy is a metal)
-    "dielectric": {"prime": True, "ehull_threshold": 0.1, "phonons": False, "ionic_fraction": 1.0},
+    "dielectric": {
+        "prime": True,
+        "ehull_threshold": 0.1,
+        "phonons": False,
+        "ionic_fraction": 1.0,
+        "screen_usable": True,
+    },
 }
 CAMPAIGN_FIELDS = ("target", "direction", "target_value")
 

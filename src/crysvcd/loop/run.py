@@ -139,6 +139,7 @@ def generate_config(
     return GenerateConfig(
         screen=str(screen) if screen else None,
         screen_factor=cfg.screen_factor,
+        screen_label=cfg.target if cfg.screen_usable and screen else None,
         novel_formulas=cfg.novel_formulas,
         n=cfg.n,
         ionic_fraction=cfg.ionic_fraction,
