@@ -316,7 +316,7 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from crysvcd.config import PRECISIONS, GenerateConfig
+    from crysvcd.config import PRECISIONS, SCREEN_LABELS, GenerateConfig
     from crysvcd.evaluate.settings import BACKENDS, EvaluateConfig, KappaSettings, PhononSettings
 
     G, E, P, K = GenerateConfig, EvaluateConfig, PhononSettings, KappaSettings
@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "keep the Stage I formulas it rates best")  # fmt: skip
     p.add_argument("--screen-factor", type=int, default=G.screen_factor,
                    help="with --screen: Stage I draws this many times --n formulas")  # fmt: skip
-    p.add_argument("--screen-label", choices=["dielectric"], default=G.screen_label,
+    p.add_argument("--screen-label", choices=[x for x in SCREEN_LABELS if x], default=None,
                    help="with --screen: drop first the formulas this label cannot count "
                    "(dielectric: elements the surrogate never saw, likely metals)")  # fmt: skip
     p.add_argument("--novel-formulas", action="store_true",

@@ -13,13 +13,18 @@ from crysvcd.dielectric.data import Graph, GraphBatch, structure_graph
 from crysvcd.dielectric.model import DielectricNet, load_model
 
 
+def unseen_elements(symbols, model: DielectricNet) -> list[str]:
+    """The element symbols the network never saw in training (none for a model saved
+    without its element list)."""
+    if not model.elements:
+        return []
+    return sorted(set(symbols) - set(model.elements))
+
+
 def check_trained_elements(g: Graph, model: DielectricNet) -> None:
     """Refuse elements the network never saw in training (their descriptors alone are an
     extrapolation)."""
-    if not model.elements:
-        return
-    seen = set(model.elements)
-    missing = sorted({Element.from_Z(int(z)).symbol for z in g.z} - seen)
+    missing = unseen_elements({Element.from_Z(int(z)).symbol for z in g.z}, model)
     if missing:
         raise ValueError(
             f"unknown element(s) {missing}: not in the model's training data "

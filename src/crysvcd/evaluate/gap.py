@@ -78,13 +78,14 @@ def blockers(label: str, formulas) -> list[str]:
     if label != "dielectric":
         raise ValueError(f"no composition rules for the {label!r} label (known: dielectric)")
     from crysvcd.dielectric.model import load_model
+    from crysvcd.dielectric.predict import unseen_elements
 
-    seen = set(load_model().elements)
+    model = load_model()
     formulas = list(formulas)
     metal = likely_metal(formulas)
     out = []
     for formula, is_metal in zip(formulas, metal):
-        unseen = sorted({el.symbol for el in Composition(formula).elements} - seen)
+        unseen = unseen_elements((el.symbol for el in Composition(formula).elements), model)
         if unseen:
             out.append(f"unseen element: {', '.join(unseen)} not in the surrogate's training data")
         else:
