@@ -49,8 +49,8 @@ def load(run: Path) -> tuple[LoopConfig, pd.DataFrame, pd.DataFrame]:
 def load_pooled(spec: str) -> tuple[LoopConfig, pd.DataFrame, list[Path]]:
     """``RUN`` or ``RUN,RUN,...``: one arm's replicates, their structures tables stacked (a
     ``seed`` column tells them apart). Replicates must differ only in the seed, or pooling
-    them would mix two arms; how the labels were computed (``HOW``: worker count, scheduler)
-    may differ, as a resumed run's may."""
+    them would mix two arms; how the labels were computed (``loop.config.HOW``: workers,
+    scheduler, label device, relax batch) may differ, as a resumed run's may."""
     runs = [Path(part) for part in spec.split(",") if part]
     loaded = [load(run) for run in runs]
     first = loaded[0][0]

@@ -30,6 +30,29 @@ from crysvcd.loop.targets import Target
 warnings.filterwarnings("ignore")  # noble gases have no Pauling value (pymatgen warns)
 CASES = ["ZrTiSb", "ZrSi", "Co2Ru2C", "Al2CrSi2", "CaFe2P2", "SrTiO3", "BaTiO3", "TiO2",
          "PbO2", "BaBiO3", "KTaO3", "ZrTe2"]  # fmt: skip
+CUTS = (0.05, 0.1, 0.15, 0.2, 0.3)
+
+
+def cut_table(p: np.ndarray, y: np.ndarray, p_dfpt: np.ndarray, hit: np.ndarray) -> dict:
+    """For each cut, printed: the dev formulas flagged (P(gapped) ``p`` below it), the share of
+    metals among them (``y``: gapped in MP), the insulators kept, and the bundled DFPT
+    crystals flagged (``p_dfpt``), in all and among the epsilon >= 50 ones (``hit``)."""
+    rows = {}
+    for cut in CUTS:
+        flag = p < cut
+        row = {
+            "dev_flagged": float(flag.mean()),
+            "metal_among_flagged": float(1 - y[flag].mean()) if flag.any() else float("nan"),
+            "insulators_kept": float((~flag[y]).mean()),
+            "dfpt_flagged": float((p_dfpt < cut).mean()),
+            "dfpt_eps50_flagged": f"{int((p_dfpt[hit] < cut).sum())}/{int(hit.sum())}",
+        }
+        rows[str(cut)] = row
+        print(f"cut {cut}: dev flagged {row['dev_flagged']:.3f}, metals among them "
+              f"{row['metal_among_flagged']:.3f}, insulators kept {row['insulators_kept']:.3f};"
+              f" DFPT crystals flagged {row['dfpt_flagged']:.3f} of {len(p_dfpt)}, with eps >= "
+              f"50 {row['dfpt_eps50_flagged']}")  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -53,21 +76,7 @@ def main() -> None:
     dfpt = Target("dielectric", value=50.0).bundled()
     pd_ = gap.p_gapped(dfpt["cell_formula"], model)
     hit = dfpt["target_label"].to_numpy() == 1
-    figures = {"dev_accuracy": acc, "dev_auc": auc, "cuts": {}}
-    for cut in (0.05, 0.1, 0.15, 0.2, 0.3):
-        flag = p < cut
-        row = {
-            "dev_flagged": float(flag.mean()),
-            "metal_among_flagged": float(1 - y[flag].mean()) if flag.any() else float("nan"),
-            "insulators_kept": float((~flag[y]).mean()),
-            "dfpt_flagged": float((pd_ < cut).mean()),
-            "dfpt_eps50_flagged": f"{int((pd_[hit] < cut).sum())}/{int(hit.sum())}",
-        }
-        figures["cuts"][str(cut)] = row
-        print(f"cut {cut}: dev flagged {row['dev_flagged']:.3f}, metals among them "
-              f"{row['metal_among_flagged']:.3f}, insulators kept {row['insulators_kept']:.3f};"
-              f" DFPT crystals flagged {row['dfpt_flagged']:.3f} of {len(pd_)}, with eps >= 50 "
-              f"{row['dfpt_eps50_flagged']}")  # fmt: skip
+    figures = {"dev_accuracy": acc, "dev_auc": auc, "cuts": cut_table(p, y, pd_, hit)}
     cases = CASES + args.formulas
     boosted = None
     if args.compare:
@@ -78,12 +87,7 @@ def main() -> None:
         pb = boosted.predict_proba(gap.descriptors(dev["cell_formula"], model.features))[:, 1]
         print(f"gradient-boosted, same descriptors: dev AUC {roc_auc_score(y, pb):.3f}")
         pdb = boosted.predict_proba(gap.descriptors(dfpt["cell_formula"], model.features))[:, 1]
-        for cut in (0.05, 0.1, 0.15):
-            flag = pb < cut
-            print(f"cut {cut}: dev flagged {flag.mean():.3f}, metals among them "
-                  f"{1 - y[flag].mean():.3f}, insulators kept {(~flag[y]).mean():.3f}; DFPT "
-                  f"crystals flagged {(pdb < cut).mean():.3f}, with eps >= 50 "
-                  f"{int((pdb[hit] < cut).sum())}/{int(hit.sum())}")  # fmt: skip
+        cut_table(pb, y, pdb, hit)
     shipped = gap.p_gapped(cases, model)
     other = (boosted.predict_proba(gap.descriptors(cases, model.features))[:, 1]
              if boosted is not None else [None] * len(cases))  # fmt: skip
