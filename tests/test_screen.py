@@ -151,9 +151,9 @@ def test_a_dielectric_screen_keeps_only_formulas_the_surrogate_can_count(tmp_pat
     from crysvcd.evaluate.gap import blockers
     from crysvcd.pipeline import plan
 
-    why = blockers("dielectric", ["Sr1 Ti1 O3", "Eu1 Ti1 O3", "Zr1 Ti1 Sb1"])
+    why = blockers("dielectric", ["Sr1 Ti1 O3", "Eu1 Ti1 O3", "Zr1 C1", "Zr1 Ge1 Sb1"])
     assert why[0] == "" and why[1].startswith("unseen element: Eu")
-    assert why[2].startswith("likely a metal")
+    assert why[2].startswith("likely a metal") and why[3].startswith("a metal in Materials")
     few_elements_screen().save(tmp_path / "screen.json")
     cfg = GenerateConfig(n=20, ionic_fraction=1.0, screen=str(tmp_path / "screen.json"),
                          screen_factor=4)  # fmt: skip

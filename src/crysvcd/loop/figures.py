@@ -209,7 +209,7 @@ def usable_values(table: pd.DataFrame, target) -> pd.Series:
     """The target property of each row where it means something: a kappa with imaginary
     modes is not (they drop out of the RTA sum), nor is a dielectric constant of a metal (it
     diverges, whatever the surrogate, trained on insulators, says): an alloy, or a formula
-    the band-gap classifier calls a metal (``evaluate.gap``)."""
+    the metal flag calls a metal (``evaluate.gap``)."""
     value = pd.to_numeric(_col(table, target.label), errors="coerce")
     if target.name == "kappa":
         value = value.where(_flag(_col(table, "kappa_reliable", False)))
@@ -218,12 +218,14 @@ def usable_values(table: pd.DataFrame, target) -> pd.Series:
     return value
 
 
-def likely_metal(table: pd.DataFrame) -> pd.Series:
-    """Rows whose formula the band-gap classifier calls a metal (``evaluate.gap``)."""
+def likely_metal(table: pd.DataFrame, below: float | None = None) -> pd.Series:
+    """Rows whose formula the metal flag calls a metal (``evaluate.gap.likely_metal``, at
+    P(gapped) ``below``, default its own cut)."""
     from crysvcd.evaluate import gap
 
     formulas = _col(table, "cell_formula", "").fillna("")
-    return pd.Series(gap.likely_metal(formulas), index=table.index)
+    below = gap.METAL_BELOW if below is None else below
+    return pd.Series(gap.likely_metal(formulas, below), index=table.index)
 
 
 def property_histogram(series: dict, target, path: Path, title: str) -> None:
@@ -271,9 +273,8 @@ def write_candidates(out_dir: Path, store, table: pd.DataFrame, target, top: int
         elif target.name == "dielectric" and likely_metal(pd.DataFrame([row])).iloc[0]:
             from crysvcd.evaluate import gap
 
-            p = gap.p_gapped([row["cell_formula"]])[0]
-            flags.append(f"{target.label} not usable: likely a metal (P(gap > 0) {p:.2f}; "
-                         f"surrogate {row.get(target.label, float('nan')):.3g})")  # fmt: skip
+            flags.append(f"{target.label} not usable: {gap.why_metal(row['cell_formula'])} "
+                         f"(surrogate {row.get(target.label, float('nan')):.3g})")  # fmt: skip
         raw = pd.to_numeric(pd.Series([row.get("kappa")]), errors="coerce")[0]
         if target.name == "kappa" and pd.notna(raw) and pd.isna(value):
             flags.append(f"kappa not usable: imaginary modes in phono3py's phonons (min "
