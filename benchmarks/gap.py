@@ -4,8 +4,8 @@
 
 Fits the classifier P(band gap > 0) on the training pool's train split (the rows with a
 band gap, one per reduced formula) and prints, on the dev formulas that the train split
-does not hold (the classifier only answers for formulas Materials Project does not list;
-the pool's own answers the rest): accuracy against the majority class and ROC AUC; for
+does not hold (the classifier only answers for formulas the bundled pool does not hold;
+the pool's MP gaps answer the rest): accuracy against the majority class and ROC AUC; for
 several cuts, the share of those formulas flagged as metals, the share of metals (in MP)
 among them and the share of insulators left unflagged; and, for the whole flag (pool lookup
 and classifier), the share of the bundled DFPT crystals (Petousis and Petretto: all
@@ -63,9 +63,8 @@ def measure(name: str, p_of, dev, y, dfpt, hit) -> dict:
     print(f"{name}: dev accuracy at 0.5 {acc:.3f} (majority {max(y.mean(), 1 - y.mean()):.3f}),"
           f" AUC {auc:.3f}")  # fmt: skip
     gap_dfpt = gap.mp_gaps(dfpt["cell_formula"])
-    p_dfpt = p_of(dfpt["cell_formula"])
     # the whole flag on the DFPT crystals: the pool's MP gap where it has the formula
-    p_dfpt = np.where(np.isnan(gap_dfpt), p_dfpt, (gap_dfpt > 0).astype(float))
+    p_dfpt = gap.with_mp_gaps(dfpt["cell_formula"], p_of(dfpt["cell_formula"]))
     print(f"  DFPT crystals whose formula the pool holds: {int((~np.isnan(gap_dfpt)).sum())}, "
           f"of them gap 0 in MP: {int((gap_dfpt == 0).sum())}")  # fmt: skip
     return {"dev_accuracy": acc, "dev_auc": auc, "cuts": cut_table(p, y, p_dfpt, hit)}

@@ -138,11 +138,16 @@ def p_gapped(formulas, model: GapModel | None = None) -> np.ndarray:
 def likely_metal(formulas, below: float = METAL_BELOW, model: GapModel | None = None) -> np.ndarray:
     """True where a formula is a metal in Materials Project (every polymorph in the bundled
     pool has gap 0), or, for a formula the pool does not hold, where the classifier's
-    P(gapped) is under ``below``. A formula with a gapped polymorph in MP is not a metal,
-    whatever the classifier says: the data it learnt from beats its guess."""
+    P(gapped) is under ``below``."""
     formulas = list(formulas)
+    return with_mp_gaps(formulas, p_gapped(formulas, model)) < below
+
+
+def with_mp_gaps(formulas, p: np.ndarray) -> np.ndarray:
+    """P(gapped) ``p`` with Materials Project's answer (1 gapped, 0 metal) where the bundled
+    pool holds the formula: the data the classifier learnt from beats its guess."""
     gap = mp_gaps(formulas)
-    return np.where(np.isnan(gap), p_gapped(formulas, model) < below, gap == 0)
+    return np.where(np.isnan(gap), p, (gap > 0).astype(float))
 
 
 def why_metal(formula: str) -> str:
