@@ -11,10 +11,11 @@ paper's Fig. 4).
 surrogate's prediction, which every crystal has, beside phono3py's few). For each run and
 round: crystals generated, stable (Ehull < 0.1 eV/atom after relaxation, and phonon-stable
 where phonons ran), stable with the property computed, hits, and the hit share with its
-Wilson 95 % interval; the ratio of the campaign's share to the unconditioned one against
-the issue's bar (at least 2x, and the excess significant: one-sided Fisher exact p <
-0.05); the campaign's top five candidates; and, in ``--out``, the property's distribution
-for the training set, the unconditioned run and the campaign (PNG + CSV).
+Wilson 95 % interval; the ratio of the campaign's share to the unconditioned one, with its
+95 % interval, against the issue's bar (at least 2x, and the excess significant: one-sided
+Fisher exact p < 0.05); the campaign's top five candidates; and, in ``--out``, the
+property's distribution for the training set, the unconditioned run and the campaign (PNG +
+CSV).
 ``--arm NAME=RUN`` adds another arm of the same target (for example the screen alone on the
 shipped models), judged and compared with the unconditioned run the same way. Any RUN may be
 ``RUN,RUN,...``: replicates of one arm (the same settings, other seeds), pooled round by
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 from scipy.stats import fisher_exact
+from scipy.stats.contingency import relative_risk
 
 from crysvcd import metrics
 from crysvcd.evaluate.gap import METAL_BELOW
@@ -191,8 +193,21 @@ def judge(out: pd.DataFrame, bar: str = "bar 2x", base: pd.DataFrame | None = No
         print(f"{row['run']} round {row['round']}: {row['share']:.3f} "
               f"[{row['lo']:.3f}, {row['hi']:.3f}] (n={row['with_value']}) against "
               f"unconditioned {base['share']:.3f} [{base['lo']:.3f}, {base['hi']:.3f}] "
-              f"(n={base['with_value']}): {ratio:.2f}x, Fisher p = {p:.2g}; "
-              f"{bar} {verdict}")  # fmt: skip
+              f"(n={base['with_value']}): {ratio:.2f}x {ratio_interval(row, base)}, "
+              f"Fisher p = {p:.2g}; {bar} {verdict}")  # fmt: skip
+
+
+def ratio_interval(row: pd.Series, base: pd.Series) -> str:
+    """The share ratio's 95 % interval (Katz log method, scipy), printed beside the two
+    shares' own intervals: "at least twice" read on the ratio itself, with its uncertainty,
+    rather than on one share's lower bound against the other's upper bound (far stricter).
+    Undefined while either arm has no hits."""
+    if not (row["hits"] and base["hits"]):
+        return "[ratio interval undefined: an arm without hits]"
+    rr = relative_risk(int(row["hits"]), int(row["with_value"]), int(base["hits"]),
+                       int(base["with_value"]))  # fmt: skip
+    ci = rr.confidence_interval(0.95)
+    return f"[95 % {ci.low:.2f}-{ci.high:.2f}]"
 
 
 def main() -> None:
