@@ -317,3 +317,30 @@ def test_a_campaign_started_from_tuned_models_asks_for_their_condition_until_it_
     screen_only = replace(cfg, finetune_stage1=False, finetune_stage2=False)
     assert generate_config(screen_only, 2, models).conditions == ["stable=1"]
     assert generate_config(replace(cfg, start_condition=None), 0, models).guidance is None
+
+
+def test_the_fine_tunes_judge_a_hit_as_the_screen_does(tmp_path):
+    """A metal's epsilon and a kappa with imaginary modes are misses in the fine-tune labels
+    as in the property screen (figures.property_hits); an unstable crystal carries none."""
+    from ase.build import bulk
+
+    from crysvcd.evaluate.store import ResultStore
+    from crysvcd.loop.data import labelled_frame
+
+    store = ResultStore(tmp_path / "labels.db")
+    ok = {"status": "ok", "converged": True, "round": 0, "e_above_hull": 0.0}
+    salt = bulk("NaCl", "rocksalt", a=5.64)
+    store.write("r00/salt", salt, **ok, dielectric_total=60.0)
+    store.write("r00/metal", bulk("Cu"), **ok, dielectric_total=80.0)  # MP: Cu has no gap
+    store.write("r00/low", salt, **ok, dielectric_total=5.0)
+    store.write("r00/none", salt, **ok)  # epsilon not computed: no label
+    store.write("r00/unstable", salt, **{**ok, "e_above_hull": 0.5}, dielectric_total=60.0)
+    hit = labelled_frame(store, 0.1, Target("dielectric", value=50.0)).set_index("material_id")
+    assert hit[HIT_COLUMN].fillna(-1).to_dict() == {
+        "r00/salt": 1.0, "r00/metal": 0.0, "r00/low": 0.0, "r00/none": -1, "r00/unstable": -1,
+    }  # fmt: skip
+    store = ResultStore(tmp_path / "kappa.db")
+    store.write("r00/stiff", salt, **ok, kappa=40.0, kappa_reliable=True)
+    store.write("r00/soft", salt, **ok, kappa=40.0, kappa_reliable=False)
+    hit = labelled_frame(store, 0.1, Target("kappa", "high")).set_index("material_id")
+    assert hit[HIT_COLUMN].to_dict() == {"r00/stiff": 1.0, "r00/soft": 0.0}

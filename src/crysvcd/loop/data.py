@@ -12,7 +12,9 @@ Labelled crystals enter as their relaxed structures, ``labelled_weight`` times e
 that a few hundred of them are not drowned by eleven thousand pool crystals; a bundled
 row with a ``copies`` column (the paper's kappa subset) enters that many times for the same
 reason. In a property campaign a generated crystal carries a hit label only when it is
-stable and its property was computed.
+stable and its property was computed, judged as the campaign judges it
+(``figures.property_hits``): a metal's epsilon or a kappa with imaginary modes is a miss,
+as in the property screen.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd.datasets import DEV_PERCENT, composition_formula, hash_bucket, training_pool
+from crysvcd.loop.figures import property_hits
 from crysvcd.loop.targets import HIT_COLUMN, Target
 
 LABEL_COLUMN = "stable_label"
@@ -45,9 +48,6 @@ def labelled_frame(store, threshold: float, target: Target | None = None) -> pd.
             and (phonons is None or bool(phonons))
         )
         structure = AseAtomsAdaptor.get_structure(row.toatoms())
-        value = row.get(label) if label and stable else None
-        if label == "kappa" and not row.get("kappa_reliable", False):
-            value = None  # imaginary modes drop out of the RTA sum: not a usable label
         rows.append(
             {
                 "material_id": key,
@@ -56,13 +56,20 @@ def labelled_frame(store, threshold: float, target: Target | None = None) -> pd.
                 "pretty_formula": structure.composition.reduced_formula,
                 "e_above_hull": ehull,
                 LABEL_COLUMN: float(stable),
-                HIT_COLUMN: target.hit([value])[0] if label else math.nan,
                 "split": "dev" if hash_bucket(key) < DEV_PERCENT else "train",
                 "source": "generated",
                 "round": row.get("round"),
+                # what the hit label is judged from (figures.property_hits), then dropped;
+                # Stage I's kind (alloy) is not in the database, so an alloy's epsilon is
+                # judged by the metal flag alone (dielectric campaigns make ionic ones only)
+                **{k: row.get(k) for k in (label, "kappa_reliable") if k},
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if not label or frame.empty:
+        return frame.assign(**{HIT_COLUMN: math.nan})
+    hit = property_hits(frame, target).where(frame[LABEL_COLUMN] == 1)
+    return frame.assign(**{HIT_COLUMN: hit}).drop(columns=[label, "kappa_reliable"])
 
 
 def pool_frame(threshold: float, target: Target | None = None) -> pd.DataFrame:

@@ -218,6 +218,18 @@ def usable_values(table: pd.DataFrame, target) -> pd.Series:
     return value
 
 
+def property_hits(table: pd.DataFrame, target) -> pd.Series:
+    """Each row's hit label for a property ``target``, stability aside: 1.0 or 0.0 by a
+    usable value (``usable_values``); 0.0 where a value was computed but is not usable (a
+    metal's epsilon, a kappa with imaginary modes: not what a campaign looks for); NaN where
+    none was computed. The screen and the fine-tunes both learn from it (``loop.run``,
+    ``loop.data``), each with its own rule for unstable crystals."""
+    usable = usable_values(table, target)
+    computed = pd.to_numeric(_col(table, target.label), errors="coerce").notna()
+    hit = pd.Series(target.hit(usable), index=table.index, dtype=float)
+    return hit.where(~(computed & usable.isna()), 0.0)
+
+
 def likely_metal(table: pd.DataFrame, below: float | None = None) -> pd.Series:
     """Rows whose formula the metal flag calls a metal (``evaluate.gap.likely_metal``, at
     P(gapped) ``below``, default its own cut)."""

@@ -269,7 +269,7 @@ def target_screen_data(
     which chemistries give stable hits here, not only which give hits: the bundled rows
     are Materials Project ground states, while most of a round's high-epsilon crystals
     came out unstable (README, dielectric campaign)."""
-    from crysvcd.loop.figures import _col, kept_stable, usable_values
+    from crysvcd.loop.figures import _col, kept_stable, property_hits
 
     target = cfg.target_spec()
     bundled = target.bundled()
@@ -282,12 +282,7 @@ def target_screen_data(
             & (_col(table, "cell_formula", "").fillna("") != "").to_numpy()
         )
         stable = kept_stable(table, cfg.ehull_threshold).to_numpy()
-        usable = usable_values(table, target)
-        hit = target.hit(usable)
-        # computed but not usable (a metal's epsilon, a kappa with imaginary modes): a miss
-        unusable = (pd.to_numeric(_col(table, target.label), errors="coerce").notna()
-                    & usable.isna()).to_numpy()  # fmt: skip
-        y = np.where(stable & ~unusable, hit, 0.0)
+        y = np.where(stable, property_hits(table, target).to_numpy(), 0.0)
         keep = labelled & ~np.isnan(y)
         formulas += list(table["cell_formula"][keep])
         hits += list(y[keep])
