@@ -60,7 +60,12 @@ def load_pooled(spec: str) -> tuple[LoopConfig, pd.DataFrame, list[Path]]:
     them would mix two arms; how the labels were computed (``loop.config.HOW``: workers,
     scheduler, label device, relax batch) may differ, as a resumed run's may."""
     runs = [Path(part) for part in spec.split(",") if part]
+    if len({run.resolve() for run in runs}) < len(runs):
+        raise SystemExit(f"{spec}: a run given twice would be counted twice")
     loaded = [load(run) for run in runs]
+    seeds = [cfg.seed for cfg, _, _ in loaded]
+    if len(set(seeds)) < len(seeds):
+        raise SystemExit(f"{spec}: replicates share a seed ({sorted(seeds)}): the same crystals")
     first = loaded[0][0]
     for run, (cfg, _, _) in zip(runs[1:], loaded[1:]):
         differ = [k for k, v in vars(cfg).items()
@@ -181,8 +186,14 @@ def judge(out: pd.DataFrame, bar: str = "bar 2x", base: pd.DataFrame | None = No
     """Each arm's share against the unconditioned one, by the issue's bar (``bar``: its
     name in the verdict; a prediction's verdict is not the bar's). ``base``: the
     unconditioned row to compare with, when not ``out``'s own (a bound's other side)."""
-    base = (out if base is None else base).query("run == 'unconditioned'").iloc[0]
+    bases = (out if base is None else base).query("run == 'unconditioned'").set_index("round")
     for _, row in out[out.run != "unconditioned"].iterrows():
+        # a one-round unconditioned arm is every round's reference (the same budget a
+        # round); one with rounds is compared round by round
+        if len(bases) > 1 and row["round"] not in bases.index:
+            print(f"{row['run']} round {row['round']}: no unconditioned round to compare with")
+            continue
+        base = bases.iloc[0] if len(bases) == 1 else bases.loc[row["round"]]
         ratio = row["share"] / base["share"] if base["share"] > 0 else float("inf")
         # a ratio of two small counts means nothing alone: the bar also needs the campaign's
         # excess to be significant (one-sided Fisher exact test, p < 0.05)
@@ -232,6 +243,13 @@ def main() -> None:
     for name, (_, table, runs) in pooled.items():
         print(f"{name}: {len(runs)} run(s), seed(s) {sorted(table.seed.unique().tolist())}")
     target = pooled["campaign"][0].target_spec()
+    for name, (cfg, _, runs) in pooled.items():
+        other = cfg.target_spec()
+        if (other.name, other.direction, other.threshold()) != (
+            target.name, target.direction, target.threshold()
+        ):  # fmt: skip
+            raise SystemExit(f"{runs[0]} ({name}) has another target than the campaign: "
+                             f"{other.condition} at {other.threshold():.3g}")  # fmt: skip
     sign = ">=" if target.direction == "high" else "<="
     print(f"target {target.condition}: {target.label} {sign} {target.threshold():.3g}; "
           f"MLIP {pooled['campaign'][0].mlip}")  # fmt: skip
