@@ -60,11 +60,10 @@ def load_pooled(spec: str) -> tuple[LoopConfig, pd.DataFrame, list[Path]]:
     them would mix two arms; how the labels were computed (``loop.config.HOW``: workers,
     scheduler, label device, relax batch) may differ, as a resumed run's may."""
     runs = [Path(part) for part in spec.split(",") if part]
-    if len({run.resolve() for run in runs}) < len(runs):
-        raise SystemExit(f"{spec}: a run given twice would be counted twice")
     loaded = [load(run) for run in runs]
     seeds = [cfg.seed for cfg, _, _ in loaded]
     if len(set(seeds)) < len(seeds):
+        # a run given twice shares its seed too: either way its crystals would count twice
         raise SystemExit(f"{spec}: replicates share a seed ({sorted(seeds)}): the same crystals")
     first = loaded[0][0]
     for run, (cfg, _, _) in zip(runs[1:], loaded[1:]):
