@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 RAYON_NUM_THREADS=1 python benchmarks/kappa.py \\
         [--n 10] [--mlip sevennet] [--mesh 30 | --mesh 10 10 10] [--supercell-min-length 8.5]
         [--fc3-cutoff 4.5] [--budget 600] [--max-sites 2] [--fmax 2e-3] [--no-wigner]
-        [--no-silicon]
+        [--no-silicon] [--fc3-mlip sevennet] [--snapshot-ratios 1.5 2 4 8]
 
 The defaults are cost-bound (about 25 min for Si + 10 materials on one shared core): 64-atom
 supercells, fc3 pairs within 4.5 A, ~10x10x10 q-meshes. Reference-quality settings are
@@ -19,6 +19,13 @@ supercells, fc3 pairs within 4.5 A, ~10x10x10 q-meshes. Reference-quality settin
    is idealised to the reference's space group (some stored cells are slightly distorted)
    and relaxed with the MLIP (symmetry kept, ``--fmax``) before phono3py.
 
+``--fc3-mlip``: a second (cheaper) MLIP for the third-order constants only; ``--mlip`` keeps
+the relaxation and fc2, from their own finite displacements.
+
+``--snapshot-ratios``: for each material, also fit fc3 by symfc from random snapshots, that
+many times symfc's minimum, and print each kappa over the finite-difference one; the
+generated low-symmetry cells of a campaign take this route, often at the 200-snapshot cap.
+
 ``--mesh``: one number is a length (N_i ~ l |b_i|; 30 gives 10x10x10 for Si), three are the
 mesh itself. By default the Wigner total (particle + coherence, ``--no-wigner`` for RTA
 particle only) with isotope scattering, as in the kappa-103 references. Prints per
@@ -29,6 +36,7 @@ mean and median |log10 ratio| and the total wall time. Asserts nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import time
@@ -40,7 +48,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from crysvcd.datasets import data_path, structure_from_cif, training_pool
 from crysvcd.evaluate.kappa import lattice_thermal_conductivity, relax_for_kappa
-from crysvcd.evaluate.kappa_plan import KappaSkipped
+from crysvcd.evaluate.kappa_plan import KappaSkipped, kappa_plan
 from crysvcd.evaluate.mlip import get_calculator
 from crysvcd.evaluate.settings import KappaSettings
 
@@ -109,11 +117,11 @@ def reference_cell(structure, spg: int):
     return SpacegroupAnalyzer(structure, symprec=1e-3).get_primitive_standard_structure()
 
 
-def run_one(structure, calculator, settings: KappaSettings, fmax: float) -> dict:
+def run_one(structure, calculator, settings: KappaSettings, fmax: float, fc3=None) -> dict:
     t0 = time.perf_counter()
     relaxed = relax_for_kappa(structure, calculator, fmax=fmax, steps=500, timeout=300)
     try:
-        result = lattice_thermal_conductivity(relaxed.structure, calculator, settings)
+        result = lattice_thermal_conductivity(relaxed.structure, calculator, settings, fc3)
     except KappaSkipped as skip:
         return {"skipped": skip.reason, "seconds": time.perf_counter() - t0}
     return {
@@ -131,6 +139,23 @@ def run_one(structure, calculator, settings: KappaSettings, fmax: float) -> dict
     }
 
 
+def snapshot_sweep(structure, calculator, settings, fmax, ratios, reference, fc3=None) -> str:
+    """symfc-random kappa at ``ratios`` x symfc's minimum snapshots, over ``reference``."""
+    relaxed = relax_for_kappa(structure, calculator, fmax=fmax, steps=500, timeout=300).structure
+    random = dataclasses.replace(settings, max_fd_supercells=0, budget_s=None)
+    minimum = kappa_plan(relaxed, random).fc3_minimum
+    cells = []
+    for ratio in ratios:
+        n = math.ceil(ratio * minimum)
+        n += n % 2  # whole +/- pairs
+        r = lattice_thermal_conductivity(
+            relaxed, calculator, dataclasses.replace(random, n_random_snapshots=n), fc3
+        )
+        ratio = r.kappa / reference
+        cells.append(f"{r.snapshots_per_minimum:.1f}x ({r.n_supercells}): {ratio:.3f}")
+    return f"symfc minimum {minimum}; kappa / finite differences at " + ", ".join(cells)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=10)
@@ -143,6 +168,9 @@ def main() -> None:
     ap.add_argument("--fmax", type=float, default=2e-3)
     ap.add_argument("--no-wigner", action="store_true")
     ap.add_argument("--no-silicon", action="store_true")
+    ap.add_argument("--fc3-mlip", default=None, help="MLIP for fc3 only (default: --mlip)")
+    ap.add_argument("--snapshot-ratios", type=float, nargs="*", default=[],
+                    help="symfc-random fits at these multiples of symfc's minimum")  # fmt: skip
     args = ap.parse_args()
     if len(args.mesh) not in (1, 3):
         ap.error("--mesh takes one length or three integers")
@@ -164,9 +192,11 @@ def main() -> None:
         wigner=not args.no_wigner,
     )
     calculator = get_calculator(args.mlip)
+    fc3 = get_calculator(args.fc3_mlip) if args.fc3_mlip else None
     threads = {k: os.environ.get(k, "-") for k in ("OMP_NUM_THREADS", "RAYON_NUM_THREADS")}
     print(
-        f"MLIP {args.mlip}; mesh {mesh}; fc3 supercell >= {settings.supercell_min_length} A; "
+        f"MLIP {args.mlip}; fc3 MLIP {args.fc3_mlip or args.mlip}; mesh {mesh}; "
+        f"fc3 supercell >= {settings.supercell_min_length} A; "
         f"fc3 cutoff {settings.fc3_cutoff} A; max {settings.max_fd_supercells} FD supercells; "
         f"budget {settings.budget_s:.0f} s/material; isotope {settings.isotope}; "
         f"{'Wigner total (RTA)' if settings.wigner else 'RTA particle'}; threads {threads}",
@@ -178,7 +208,7 @@ def main() -> None:
         from pymatgen.io.ase import AseAtomsAdaptor
 
         si = AseAtomsAdaptor.get_structure(bulk("Si", "diamond", a=5.43))
-        r = run_one(si, calculator, settings, fmax=1e-3)
+        r = run_one(si, calculator, settings, fmax=1e-3, fc3=fc3)
         if "skipped" in r:
             print(f"Si: skipped ({r['skipped']})", flush=True)
         else:
@@ -190,6 +220,10 @@ def main() -> None:
                 f"{r['seconds_forces']:.0f} s, RTA {r['seconds_rta']:.0f} s)",
                 flush=True,
             )
+            if args.snapshot_ratios and r["method"] == "finite-displacement":
+                sweep = snapshot_sweep(si, calculator, settings, 1e-3, args.snapshot_ratios,
+                                       r["kappa"], fc3)  # fmt: skip
+                print(f"  Si: {sweep}", flush=True)
 
     table = reference_materials(args.n, args.max_sites)
     header = (
@@ -201,7 +235,7 @@ def main() -> None:
     logs, skipped = [], 0
     for row in table.itertuples():
         try:
-            r = run_one(row.structure, calculator, settings, fmax=args.fmax)
+            r = run_one(row.structure, calculator, settings, fmax=args.fmax, fc3=fc3)
         except Exception as exc:  # a benchmark records failures and goes on
             print(f"{row.formula:<8} {row.material_id:<11} failed: {type(exc).__name__}: {exc}")
             skipped += 1
@@ -218,6 +252,10 @@ def main() -> None:
             f"{r['atoms']:5d} {r['mesh']:<8} {r['min_freq']:6.2f} {r['seconds']:7.0f}",
             flush=True,
         )
+        if args.snapshot_ratios and r["method"] == "finite-displacement":
+            sweep = snapshot_sweep(row.structure, calculator, settings, args.fmax,
+                                   args.snapshot_ratios, r["kappa"], fc3)  # fmt: skip
+            print(f"  {row.formula}: {sweep}", flush=True)
     signed = np.array(logs)
     logs = np.abs(signed)
     if len(logs):

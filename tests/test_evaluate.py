@@ -261,3 +261,19 @@ def test_kappa_has_its_own_mlip():
         EvaluateConfig(kappa_mlip="vasp")
     with pytest.raises(ValueError, match="kappa needs smooth forces"):
         EvaluateConfig(mlip="sevennet", kappa=True, kappa_mlip="chgnet")
+
+
+def test_a_cheaper_fc3_mlip_is_part_of_the_kappa_signature_only_when_set():
+    from crysvcd.evaluate.settings import EvaluateConfig
+
+    default = EvaluateConfig(mlip="sevennet", kappa=True)
+    assert "fc3_mlip" not in default.signature("kappa")  # labels stored before still match
+    named_same = EvaluateConfig(mlip="sevennet", kappa=True, kappa_fc3_mlip="sevennet-l3i5")
+    assert named_same.signature("kappa") == default.signature("kappa")
+    mixed = EvaluateConfig(mlip="sevennet", kappa=True, kappa_fc3_mlip="sevennet")
+    assert mixed.signature("kappa") != default.signature("kappa")
+    assert mixed.signature("relax") == default.signature("relax")
+    with pytest.raises(ValueError, match="unknown kappa fc3 MLIP 'vasp'"):
+        EvaluateConfig(kappa_fc3_mlip="vasp")
+    with pytest.raises(ValueError, match="kappa needs smooth forces"):
+        EvaluateConfig(mlip="sevennet", kappa=True, kappa_fc3_mlip="chgnet")

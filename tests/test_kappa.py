@@ -104,6 +104,35 @@ def test_symfc_random_displacements_agree_with_finite_differences(fd_result, cua
     assert 0.9 < r.kappa / fd_result.kappa < 1.1
 
 
+class _Scaled(Calculator):
+    """EMT with energy and forces times ``s``: every force constant scaled by ``s``."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, s: float):
+        super().__init__()
+        self.s = s
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        copy = atoms.copy()
+        copy.calc = get_calculator("emt")
+        energy, forces = copy.get_potential_energy(), copy.get_forces()
+        self.results = {"energy": self.s * energy, "forces": self.s * forces}
+
+
+@pytest.mark.parametrize("route", [{}, {"max_fd_supercells": 0, "n_random_snapshots": 40}])
+def test_a_second_engine_gives_the_third_order_constants_alone(cuau, emt, route):
+    # no isotope or coherence term: the RTA kappa is then exactly 1/|fc3|^2 at fixed fc2
+    settings = KappaSettings(**FAST, isotope=False, wigner=False, **route)
+    alone = lattice_thermal_conductivity(cuau, emt, settings)
+    mixed = lattice_thermal_conductivity(cuau, emt, settings, fc3_calculator=_Scaled(2.0))
+    assert mixed.n_supercells > alone.n_supercells  # fc2 from its own displacements
+    # fc2 (so the dispersion) from ``emt``, fc3 from the doubled engine: kappa / 4
+    assert mixed.min_frequency == pytest.approx(alone.min_frequency, abs=1e-6)
+    assert mixed.kappa / alone.kappa == pytest.approx(0.25, rel=0.01 if not route else 0.1)
+
+
 def test_cost_limits_give_a_recorded_skip(cuau, emt):
     with pytest.raises(KappaSkipped, match="max_supercell_atoms") as info:
         kappa_plan(cuau, KappaSettings(**{**FAST, "budget_s": None}, max_supercell_atoms=20))
@@ -207,3 +236,18 @@ def test_evaluate_kappa_defaults_are_the_checked_settings():
     )
     k = _evaluate_config(args).kappa_settings
     assert k.fc3_cutoff is None and k.wigner is False
+
+
+def test_the_fc3_mlip_reaches_the_kappa_step_from_the_cli_and_the_loop():
+    from crysvcd.cli import _evaluate_config, build_parser
+    from crysvcd.loop.config import LoopConfig
+    from crysvcd.loop.run import evaluate_config
+
+    args = build_parser().parse_args(["evaluate", "RUN", "--kappa"])
+    assert _evaluate_config(args).kappa_fc3_mlip is None  # default: kappa_mlip's forces
+    args = build_parser().parse_args(["evaluate", "RUN", "--kappa", "--kappa-fc3-mlip", "sevennet"])
+    assert _evaluate_config(args).kappa_fc3_mlip == "sevennet"
+    loop = LoopConfig(kappa_fc3_mlip="sevennet")
+    assert evaluate_config(loop, phonons=True, kappa=True).kappa_fc3_mlip == "sevennet"
+    with pytest.raises(ValueError, match="unknown kappa fc3 MLIP"):
+        LoopConfig(kappa_fc3_mlip="vasp")

@@ -238,6 +238,7 @@ def _evaluate_config(args: argparse.Namespace):
         phonon_ehull_max=args.phonon_ehull_max,
         kappa=args.kappa,
         kappa_mlip=None if args.kappa_mlip == "same" else args.kappa_mlip,
+        kappa_fc3_mlip=None if args.kappa_fc3_mlip == "same" else args.kappa_fc3_mlip,
         kappa_settings=KappaSettings(
             mesh=mesh[0] if len(mesh) == 1 else [int(m) for m in mesh],
             supercell_min_length=args.kappa_supercell,
@@ -443,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kappa", action="store_true", help="lattice thermal conductivity (phono3py)")
     p.add_argument("--kappa-mlip", default=E.kappa_mlip, choices=[*BACKENDS, "same"],
                    help="MLIP of the kappa step ('same': the relaxation's)")  # fmt: skip
+    p.add_argument("--kappa-fc3-mlip", default="same", choices=[*BACKENDS, "same"],
+                   help="a cheaper MLIP for fc3 alone ('same': --kappa-mlip's)")  # fmt: skip
     p.add_argument("--kappa-mesh", type=float, nargs="+", default=[K.mesh],
                    help="q-mesh: a length in A, or three integers")  # fmt: skip
     p.add_argument("--kappa-supercell", type=float, default=K.supercell_min_length,

@@ -77,6 +77,9 @@ class KappaResult:
     fc2_supercell_matrix: list[list[int]] = field(default_factory=list)
     grid_points: int = 0  # q-points in the whole grid
     grid_matrix: list[list[int]] = field(default_factory=list)
+    # symfc-random: snapshots over symfc's minimum (None for finite differences); below
+    # about 4 the fit reads low (benchmarks/kappa.py --snapshot-ratios, README)
+    snapshots_per_minimum: float | None = None
 
     @property
     def dynamically_stable(self) -> bool:
@@ -122,68 +125,105 @@ def _forces(atoms: Atoms, calculator: Calculator, formula: str) -> np.ndarray:
     return forces
 
 
+@dataclass
+class _ForceSet:
+    """The displaced supercells one engine computes, and what they have cost so far."""
+
+    perfect: object  # PhonopyAtoms
+    cells: list  # displaced supercells, None for a pair beyond the fc3 cutoff
+    calc: Calculator
+    residual: np.ndarray | None = None
+    first_call: float = 0.0  # s, the undisplaced supercell
+    done: int = 0
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.n = sum(cell is not None for cell in self.cells)
+        self.forces = np.zeros((len(self.cells), len(self.perfect), 3))
+
+    @property
+    def left(self) -> int:
+        return self.n - self.done
+
+    @property
+    def per_call(self) -> float:
+        return self.seconds / self.done if self.done else self.first_call
+
+
 def lattice_thermal_conductivity(
     structure: Structure,
     calculator: Calculator,
     settings: KappaSettings | None = None,
+    fc3_calculator: Calculator | None = None,
 ) -> KappaResult:
     """kappa_L of a relaxed ``structure`` with ``calculator`` forces (phono3py, RTA).
 
     ``structure`` should be relaxed tightly with the same calculator (``relax_for_kappa``,
-    fmax ~ 1e-3 to 3e-3 eV/A). Raises ValueError for bad input (NaN, non-periodic, an
-    element the MLIP lacks) and ``KappaSkipped`` when a cost limit would be exceeded.
+    fmax ~ 1e-3 to 3e-3 eV/A). ``fc3_calculator``: a cheaper engine for the third-order
+    constants only (the many fc3 supercells), ``calculator`` keeping the structure, fc2 and
+    so the dispersion; its residual forces at ``calculator``'s minimum are subtracted like
+    any other. Raises ValueError for bad input (NaN, non-periodic, an element the MLIP
+    lacks) and ``KappaSkipped`` when a cost limit would be exceeded.
     """
     settings = settings or KappaSettings()
     start = time.perf_counter()
     geometry.check(structure)
-    check_supported_elements(structure, calculator)
+    fc3_calculator = fc3_calculator or calculator
+    mixed = fc3_calculator is not calculator
     temperatures = settings.temperature_list()
     formula = structure.composition.reduced_formula
-    # one single point on the unit cell: unsupported elements fail here, cheaply
-    _forces(AseAtomsAdaptor.get_atoms(structure), calculator, formula)
-    ph3, plan = setup_phono3py(structure, settings)
+    for calc in {id(c): c for c in (calculator, fc3_calculator)}.values():
+        check_supported_elements(structure, calc)
+        # one single point on the unit cell: unsupported elements fail here, cheaply
+        _forces(AseAtomsAdaptor.get_atoms(structure), calc, formula)
+    ph3, plan = setup_phono3py(structure, settings, separate_fc2=mixed)
     budget = settings.budget_s
 
-    def over_budget(n_done: int, n_total: int, per_call: float) -> None:
+    t_forces = time.perf_counter()
+    # one entry per force engine: fc3's supercells, then fc2's when they are separate
+    sets = [_ForceSet(ph3.supercell, ph3.supercells_with_displacements, fc3_calculator)]
+    if plan.n_fc2_supercells:
+        cells = ph3.phonon_supercells_with_displacements
+        sets.append(_ForceSet(ph3.phonon_supercell, cells, calculator))
+    for fs in sets:
+        # residual forces of the undisplaced supercell are subtracted: they are the
+        # relaxation error (or the other engine's minimum), not a response to the
+        # displacement. Timed, they give each engine's cost per call before its first
+        # displaced one, so the projection sees the whole plan from the start
+        t0 = time.perf_counter()
+        fs.residual = _forces(ase_atoms(fs.perfect), fs.calc, formula)
+        fs.first_call = time.perf_counter() - t0
+
+    def over_budget() -> None:
         if budget is None:
             return
         elapsed = time.perf_counter() - start
-        projected = elapsed + (n_total - n_done) * per_call
+        projected = elapsed + sum(fs.left * fs.per_call for fs in sets)
         if projected > budget:
+            n_total = sum(fs.n for fs in sets)
+            rates = " and ".join(f"{fs.per_call:.2f}" for fs in sets)
             raise KappaSkipped(
                 f"projected {projected:.0f} s for {n_total} supercells of "
-                f"{plan.supercell_atoms} atoms ({per_call:.2f} s per force call) exceeds "
+                f"{plan.supercell_atoms} atoms ({rates} s per force call) exceeds "
                 f"budget_s={budget:.0f}",
                 n_supercells=n_total,
                 supercell_atoms=plan.supercell_atoms,
                 seconds=elapsed,
             )
 
-    t_forces = time.perf_counter()
-    n_total = plan.n_supercells + plan.n_fc2_supercells
-    n_done, seconds_calls = 0, 0.0
-
-    def forces_of(perfect, cells) -> np.ndarray:
-        nonlocal n_done, seconds_calls
-        # residual forces of the undisplaced supercell are subtracted: they are the
-        # relaxation error, not a response to the displacement
-        residual = _forces(ase_atoms(perfect), calculator, formula)
-        sets = np.zeros((len(cells), len(perfect), 3))
-        for i, cell in enumerate(cells):
+    for fs in sets:
+        for i, cell in enumerate(fs.cells):
             if cell is None:  # pair beyond fc3_cutoff: phono3py ignores its forces
                 continue
             t0 = time.perf_counter()
-            sets[i] = _forces(ase_atoms(cell), calculator, formula) - residual
-            n_done += 1
-            seconds_calls += time.perf_counter() - t0
-            over_budget(n_done, n_total, seconds_calls / n_done)
-        return sets
-
-    ph3.forces = forces_of(ph3.supercell, ph3.supercells_with_displacements)
+            fs.forces[i] = _forces(ase_atoms(cell), fs.calc, formula) - fs.residual
+            fs.done += 1
+            fs.seconds += time.perf_counter() - t0
+            over_budget()
+    ph3.forces = sets[0].forces
     if plan.n_fc2_supercells:
-        ph3.phonon_forces = forces_of(
-            ph3.phonon_supercell, ph3.phonon_supercells_with_displacements
-        )
+        ph3.phonon_forces = sets[1].forces
+    n_done = sum(fs.done for fs in sets)
     seconds_forces = time.perf_counter() - t_forces
 
     with warnings.catch_warnings():
@@ -242,6 +282,9 @@ def lattice_thermal_conductivity(
         fc2_supercell_matrix=plan.fc2_supercell_matrix,
         grid_points=grid_points,
         grid_matrix=grid_matrix,
+        snapshots_per_minimum=(
+            None if plan.fc3_minimum is None else round(plan.n_supercells / plan.fc3_minimum, 2)
+        ),
     )
 
 

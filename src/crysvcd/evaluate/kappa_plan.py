@@ -61,11 +61,18 @@ class KappaPlan:
     fc2_supercell_atoms: int
     supercell_matrix: list[list[int]]
     fc2_supercell_matrix: list[list[int]]
+    # symfc-random: the fewest snapshots symfc can fit fc3 from; n_supercells / this is how
+    # overdetermined the fit is (force noise then reads as extra scattering, kappa low)
+    fc3_minimum: int | None = None
 
 
-def setup_phono3py(structure: Structure, settings: KappaSettings):
+def setup_phono3py(structure: Structure, settings: KappaSettings, separate_fc2: bool = False):
     """The cheapest admissible plan (force calls x supercell atoms) over the candidate fc3
-    supercells, with its Phono3py object holding the displacements."""
+    supercells, with its Phono3py object holding the displacements.
+
+    ``separate_fc2``: fc2 from its own finite displacements even when its supercell is the
+    fc3 one, so that another force engine can give fc2 than fc3 (``lattice_thermal_
+    conductivity``'s ``fc3_calculator``)."""
     fc2_matrix = None
     if settings.fc2_supercell_min_length is not None:
         fc2_matrix = choose_supercell_matrix(
@@ -78,9 +85,10 @@ def setup_phono3py(structure: Structure, settings: KappaSettings):
         structure, settings.supercell_min_length, settings.symprec
     )
     for fc3_matrix in candidates:
-        same = fc2_matrix is not None and np.array_equal(fc2_matrix, fc3_matrix)
+        fc2 = fc3_matrix if separate_fc2 and fc2_matrix is None else fc2_matrix
+        same = not separate_fc2 and fc2 is not None and np.array_equal(fc2, fc3_matrix)
         try:
-            ph3, plan = _setup_one(structure, settings, fc3_matrix, None if same else fc2_matrix)
+            ph3, plan = _setup_one(structure, settings, fc3_matrix, None if same else fc2)
         except KappaSkipped as skip:
             skips.append(skip)
             continue
@@ -130,10 +138,11 @@ def _setup_one(
         distance=settings.displacement, cutoff_pair_distance=settings.fc3_cutoff
     )
     n_fc3 = sum(cell is not None for cell in ph3.supercells_with_displacements)
-    method = "finite-displacement"
+    method, minimum = "finite-displacement", None
     if n_fc3 > settings.max_fd_supercells:
         method = "symfc-random"
-        n_fc3 = _random_snapshot_count(ph3, settings, supercell_atoms)
+        minimum = symfc_minimum(ph3, settings)
+        n_fc3 = _random_snapshot_count(minimum, settings, supercell_atoms)
         ph3.generate_displacements(
             distance=settings.displacement,
             number_of_snapshots=n_fc3 // 2,
@@ -153,16 +162,21 @@ def _setup_one(
         fc2_supercell_atoms=fc2_atoms,
         supercell_matrix=fc3_matrix.tolist(),
         fc2_supercell_matrix=(fc3_matrix if fc2_matrix is None else fc2_matrix).tolist(),
+        fc3_minimum=minimum,
     )
     return ph3, plan
 
 
-def _random_snapshot_count(ph3, settings: KappaSettings, supercell_atoms: int) -> int:
+def symfc_minimum(ph3, settings: KappaSettings) -> int:
+    """The fewest random snapshots symfc can fit fc3 from, for ``ph3``'s supercell."""
     from phonopy.interface.symfc import SymfcFCSolver
 
     options = None if settings.fc3_cutoff is None else {"cutoff": {3: settings.fc3_cutoff}}
-    minimum = SymfcFCSolver(ph3.supercell, symmetry=ph3.symmetry, options=options)
-    minimum = int(minimum.estimate_numbers_of_supercells(orders=[3])[3])
+    solver = SymfcFCSolver(ph3.supercell, symmetry=ph3.symmetry, options=options)
+    return int(solver.estimate_numbers_of_supercells(orders=[3])[3])
+
+
+def _random_snapshot_count(minimum: int, settings: KappaSettings, supercell_atoms: int) -> int:
     # 8 x symfc's minimum, at least 48: with fewer, force noise in the fit acts as extra
     # anharmonicity and lowers kappa (Si, 7net-0: 16 snapshots -15 %, 48 snapshots -5 %)
     wanted = settings.n_random_snapshots or max(8 * minimum, 48)
@@ -178,11 +192,13 @@ def _random_snapshot_count(ph3, settings: KappaSettings, supercell_atoms: int) -
     return min(wanted, settings.max_random_snapshots - settings.max_random_snapshots % 2)
 
 
-def kappa_plan(structure: Structure, settings: KappaSettings | None = None) -> KappaPlan:
+def kappa_plan(
+    structure: Structure, settings: KappaSettings | None = None, separate_fc2: bool = False
+) -> KappaPlan:
     """What ``lattice_thermal_conductivity`` would compute, without any force call.
 
     Raises ``KappaSkipped`` for a supercell or snapshot count over the limits, so a caller
     can filter candidates cheaply.
     """
     geometry.check(structure)
-    return setup_phono3py(structure, settings or KappaSettings())[1]
+    return setup_phono3py(structure, settings or KappaSettings(), separate_fc2)[1]

@@ -122,12 +122,15 @@ def kappa_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculator
 
     if cfg.kappa_mlip not in (None, cfg.mlip):
         calculator = get_calculator(cfg.kappa_mlip, device=cfg.device)
+    fc3 = None
+    if cfg.kappa_fc3_mlip not in (None, cfg.kappa_mlip or cfg.mlip):
+        fc3 = get_calculator(cfg.kappa_fc3_mlip, device=cfg.device)
 
     # Its own symmetry-keeping tight relaxation: a slightly broken symmetry multiplies the
     # number of displaced supercells.
     try:
         tight = relax_for_kappa(relaxed, calculator, timeout=cfg.timeout)
-        k = lattice_thermal_conductivity(tight.structure, calculator, cfg.kappa_settings)
+        k = lattice_thermal_conductivity(tight.structure, calculator, cfg.kappa_settings, fc3)
     except KappaSkipped as skip:
         return {"kappa_skipped": skip.reason, "kappa_seconds": round(skip.seconds or 0.0, 2)}
     except Exception as exc:

@@ -117,6 +117,10 @@ class EvaluateConfig:
     # and 10 phononDB references (README, kappa: mean |log10 ratio| 0.14 against 0.27 for
     # 7net-0 and 0.39 for MF-0), at about 3x the cost
     kappa_mlip: str | None = "sevennet-l3i5"
+    # a cheaper MLIP for the third-order constants alone (the hundreds of fc3 supercells of
+    # a low-symmetry cell); kappa_mlip keeps the tight relaxation and fc2, so the
+    # dispersion. None: kappa_mlip's. 7net-0 is ~4x cheaper than 7net-l3i5 (README, kappa)
+    kappa_fc3_mlip: str | None = None
     kappa_settings: KappaSettings = field(default_factory=KappaSettings)
     dielectric: bool = False  # e3nn surrogate on the relaxed structure (no MLIP involved)
     dielectric_checkpoint: str | None = None  # None: the shipped model
@@ -160,7 +164,10 @@ class EvaluateConfig:
         if self.kappa_mlip is not None and self.kappa_mlip not in BACKENDS:
             raise ValueError(f"unknown kappa MLIP {self.kappa_mlip!r}; choose from "
                              f"{', '.join(BACKENDS)}")  # fmt: skip
-        if self.kappa and (self.kappa_mlip or self.mlip) == "chgnet":
+        if self.kappa_fc3_mlip is not None and self.kappa_fc3_mlip not in BACKENDS:
+            raise ValueError(f"unknown kappa fc3 MLIP {self.kappa_fc3_mlip!r}; choose from "
+                             f"{', '.join(BACKENDS)}")  # fmt: skip
+        if self.kappa and "chgnet" in (self.kappa_mlip or self.mlip, self.kappa_fc3_mlip):
             raise ValueError("kappa needs smooth forces: use a SevenNet model, not chgnet")
 
     def _on_gpu(self) -> bool:
@@ -188,6 +195,9 @@ class EvaluateConfig:
                 values = {"mlip": self.mlip, "model_path": self.model_path}
             else:
                 values = {"mlip": self.kappa_mlip}
+            if self.kappa_fc3_mlip not in (None, values["mlip"]):
+                # only when set, so labels stored before the option still match
+                values["fc3_mlip"] = self.kappa_fc3_mlip
             values |= asdict(self.kappa_settings)
         elif step == "dielectric":
             values = {"checkpoint": self.dielectric_checkpoint or "shipped"}

@@ -45,6 +45,7 @@ _HELP = {
     "property labels) or paper (kappa high: the paper's expert-screened subset of the pool)",
     "kappa_per_round": "phono3py for at most this many crystals per round (best by the screen)",
     "kappa_budget": "phono3py wall-time budget per crystal, s",
+    "kappa_fc3_mlip": "phono3py: a cheaper MLIP for fc3 alone (none: kappa_mlip's)",
     "kappa_supercell": "phono3py: smallest width of the fc3 supercell, A",
     "kappa_fc3_cutoff": "phono3py: drop fc3 pairs farther apart than this, A (none: keep all)",
     "kappa_wigner": "phono3py: the Wigner total, particle + coherence (--no-kappa-wigner: RTA "

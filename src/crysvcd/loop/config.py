@@ -114,6 +114,7 @@ class LoopConfig:
     # training formulas, toward the target; 1: every stable crystal
     kappa_prescreen: float = 1.0
     kappa_mlip: str | None = "sevennet-l3i5"  # None: the relaxation's MLIP
+    kappa_fc3_mlip: str | None = None  # fc3 alone from this MLIP; None: kappa_mlip's
     label_device: str = "cpu"  # where the MLIP runs: cpu, cuda, auto
     # > 1: relax this many at once with torch-sim (SevenNet models); None: EvaluateConfig's
     # choice (a group of 32 for SevenNet models on a GPU, else 1)
@@ -172,7 +173,10 @@ class LoopConfig:
             raise ValueError("the kappa target screens with phonons: phonons must be on")
         if self.kappa_mlip is not None and self.kappa_mlip not in BACKENDS:
             raise ValueError(f"unknown kappa MLIP {self.kappa_mlip!r}")
-        if self.target == "kappa" and (self.kappa_mlip or self.mlip) == "chgnet":
+        if self.kappa_fc3_mlip is not None and self.kappa_fc3_mlip not in BACKENDS:
+            raise ValueError(f"unknown kappa fc3 MLIP {self.kappa_fc3_mlip!r}")
+        if self.target == "kappa" and "chgnet" in (self.kappa_mlip or self.mlip,
+                                                   self.kappa_fc3_mlip):  # fmt: skip
             raise ValueError("kappa needs smooth forces: use a SevenNet model, not chgnet")
         if not 0 < self.kappa_prescreen <= 1:
             raise ValueError(f"kappa_prescreen must be in (0, 1], got {self.kappa_prescreen}")

@@ -114,6 +114,7 @@ def evaluate_config(cfg: LoopConfig, phonons: bool, kappa: bool = False) -> Eval
         dielectric=cfg.target == "dielectric",
         kappa=kappa,
         kappa_mlip=cfg.kappa_mlip,
+        kappa_fc3_mlip=cfg.kappa_fc3_mlip,
         kappa_settings=KappaSettings(
             budget_s=cfg.kappa_budget,
             supercell_min_length=cfg.kappa_supercell,
