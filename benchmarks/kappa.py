@@ -225,6 +225,9 @@ def main() -> None:
                                        r["kappa"], fc3)  # fmt: skip
                 print(f"  Si: {sweep}", flush=True)
 
+    if args.n < 1:  # Si alone
+        print(f"total wall time {time.perf_counter() - start:.0f} s")
+        return
     table = reference_materials(args.n, args.max_sites)
     header = (
         f"{'formula':<8} {'material_id':<11} {'reference':>9} {'source':<12} {'predicted':>9} "

@@ -62,7 +62,7 @@ class KappaPlan:
     supercell_matrix: list[list[int]]
     fc2_supercell_matrix: list[list[int]]
     # symfc-random: the fewest snapshots symfc can fit fc3 from; n_supercells / this is how
-    # overdetermined the fit is (force noise then reads as extra scattering, kappa low)
+    # overdetermined the fit is
     fc3_minimum: int | None = None
 
 
@@ -178,7 +178,8 @@ def symfc_minimum(ph3, settings: KappaSettings) -> int:
 
 def _random_snapshot_count(minimum: int, settings: KappaSettings, supercell_atoms: int) -> int:
     # 8 x symfc's minimum, at least 48: with fewer, force noise in the fit acts as extra
-    # anharmonicity and lowers kappa (Si, 7net-0: 16 snapshots -15 %, 48 snapshots -5 %)
+    # anharmonicity and lowers kappa (Si, 7net-0: 16 snapshots -15 %, 48 snapshots -5 %;
+    # with 7net-l3i5 2-8 snapshots read 1.00-1.11x finite differences, no trend: README)
     wanted = settings.n_random_snapshots or max(8 * minimum, 48)
     wanted = max(wanted, minimum + 1)
     wanted += wanted % 2  # whole +/- pairs
@@ -192,13 +193,11 @@ def _random_snapshot_count(minimum: int, settings: KappaSettings, supercell_atom
     return min(wanted, settings.max_random_snapshots - settings.max_random_snapshots % 2)
 
 
-def kappa_plan(
-    structure: Structure, settings: KappaSettings | None = None, separate_fc2: bool = False
-) -> KappaPlan:
+def kappa_plan(structure: Structure, settings: KappaSettings | None = None) -> KappaPlan:
     """What ``lattice_thermal_conductivity`` would compute, without any force call.
 
     Raises ``KappaSkipped`` for a supercell or snapshot count over the limits, so a caller
     can filter candidates cheaply.
     """
     geometry.check(structure)
-    return setup_phono3py(structure, settings or KappaSettings(), separate_fc2)[1]
+    return setup_phono3py(structure, settings or KappaSettings())[1]
