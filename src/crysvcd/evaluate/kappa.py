@@ -78,8 +78,7 @@ class KappaResult:
     grid_points: int = 0  # q-points in the whole grid
     grid_matrix: list[list[int]] = field(default_factory=list)
     # symfc-random: snapshots over symfc's minimum (None for finite differences), how far
-    # the fit is overdetermined; at the 200-snapshot cap a campaign's large low-symmetry
-    # cells sit at 1.8-6x (README, kappa: Si with 7net-l3i5 read 1.00-1.11x finite
+    # the fit is overdetermined (README, kappa: Si with 7net-l3i5 read 1.00-1.11x finite
     # differences at 2-8x, no trend)
     snapshots_per_minimum: float | None = None
 
