@@ -133,15 +133,16 @@ def run_one(structure, calculator, settings: KappaSettings, fmax: float, fc3=Non
         "stable": result.dynamically_stable,
         "min_freq": result.min_frequency,
         "relax_fmax": relaxed.fmax,
+        "structure": relaxed.structure,
         "seconds": time.perf_counter() - t0,
         "seconds_forces": result.seconds_forces,
         "seconds_rta": result.seconds_rta,
     }
 
 
-def snapshot_sweep(structure, calculator, settings, fmax, ratios, reference, fc3=None) -> str:
-    """symfc-random kappa at ``ratios`` x symfc's minimum snapshots, over ``reference``."""
-    relaxed = relax_for_kappa(structure, calculator, fmax=fmax, steps=500, timeout=300).structure
+def snapshot_sweep(relaxed, calculator, settings, ratios, reference, fc3=None) -> str:
+    """symfc-random kappa of the ``relaxed`` structure (``run_one``'s) at ``ratios`` x symfc's
+    minimum snapshots, over ``reference``."""
     random = dataclasses.replace(settings, max_fd_supercells=0, budget_s=None)
     minimum = kappa_plan(relaxed, random).fc3_minimum
     cells = []
@@ -221,8 +222,8 @@ def main() -> None:
                 flush=True,
             )
             if args.snapshot_ratios and r["method"] == "finite-displacement":
-                sweep = snapshot_sweep(si, calculator, settings, 1e-3, args.snapshot_ratios,
-                                       r["kappa"], fc3)  # fmt: skip
+                sweep = snapshot_sweep(r["structure"], calculator, settings,
+                                       args.snapshot_ratios, r["kappa"], fc3)  # fmt: skip
                 print(f"  Si: {sweep}", flush=True)
 
     if args.n < 1:  # Si alone
@@ -256,7 +257,7 @@ def main() -> None:
             flush=True,
         )
         if args.snapshot_ratios and r["method"] == "finite-displacement":
-            sweep = snapshot_sweep(row.structure, calculator, settings, args.fmax,
+            sweep = snapshot_sweep(r["structure"], calculator, settings,
                                    args.snapshot_ratios, r["kappa"], fc3)  # fmt: skip
             print(f"  {row.formula}: {sweep}", flush=True)
     signed = np.array(logs)

@@ -270,6 +270,7 @@ def test_a_cheaper_fc3_mlip_is_part_of_the_kappa_signature_only_when_set():
     assert "fc3_mlip" not in default.signature("kappa")  # labels stored before still match
     named_same = EvaluateConfig(mlip="sevennet", kappa=True, kappa_fc3_mlip="sevennet-l3i5")
     assert named_same.signature("kappa") == default.signature("kappa")
+    assert named_same.kappa_fc3_mlip is None  # one engine: no second calculator is built
     mixed = EvaluateConfig(mlip="sevennet", kappa=True, kappa_fc3_mlip="sevennet")
     assert mixed.signature("kappa") != default.signature("kappa")
     assert mixed.signature("relax") == default.signature("relax")

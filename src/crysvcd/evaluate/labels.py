@@ -122,9 +122,7 @@ def kappa_labels(relaxed: Structure, cfg: EvaluateConfig, calculator: Calculator
 
     if cfg.kappa_mlip not in (None, cfg.mlip):
         calculator = get_calculator(cfg.kappa_mlip, device=cfg.device)
-    fc3 = None
-    if cfg.kappa_fc3_mlip not in (None, cfg.kappa_mlip or cfg.mlip):
-        fc3 = get_calculator(cfg.kappa_fc3_mlip, device=cfg.device)
+    fc3 = cfg.kappa_fc3_mlip and get_calculator(cfg.kappa_fc3_mlip, device=cfg.device)
 
     # Its own symmetry-keeping tight relaxation: a slightly broken symmetry multiplies the
     # number of displaced supercells.

@@ -169,6 +169,8 @@ class EvaluateConfig:
                              f"{', '.join(BACKENDS)}")  # fmt: skip
         if self.kappa and "chgnet" in (self.kappa_mlip or self.mlip, self.kappa_fc3_mlip):
             raise ValueError("kappa needs smooth forces: use a SevenNet model, not chgnet")
+        if self.kappa_fc3_mlip == (self.kappa_mlip or self.mlip):
+            self.kappa_fc3_mlip = None  # one engine: the one rule the label and signature read
 
     def _on_gpu(self) -> bool:
         from crysvcd.evaluate.mlip import mlip_device  # the one device rule (torch)
@@ -195,7 +197,7 @@ class EvaluateConfig:
                 values = {"mlip": self.mlip, "model_path": self.model_path}
             else:
                 values = {"mlip": self.kappa_mlip}
-            if self.kappa_fc3_mlip not in (None, values["mlip"]):
+            if self.kappa_fc3_mlip is not None:
                 # only when set, so labels stored before the option still match
                 values["fc3_mlip"] = self.kappa_fc3_mlip
             values |= asdict(self.kappa_settings)
