@@ -137,6 +137,7 @@ def run_one(structure, calculator, settings: KappaSettings, fmax: float, fc3=Non
         "seconds": time.perf_counter() - t0,
         "seconds_forces": result.seconds_forces,
         "seconds_rta": result.seconds_rta,
+        "seconds_fit": result.seconds_fit,
     }
 
 
@@ -218,7 +219,8 @@ def main() -> None:
                 f"PBE ~{SI_PBE:.0f} (log10 ratio to PBE {math.log10(r['kappa'] / SI_PBE):+.2f})"
                 f"  | {r['method']}, {r['n']} supercells of {r['atoms']} "
                 f"atoms, mesh {r['mesh']}, {r['seconds']:.0f} s (forces "
-                f"{r['seconds_forces']:.0f} s, RTA {r['seconds_rta']:.0f} s)",
+                f"{r['seconds_forces']:.0f} s, fit {r['seconds_fit']:.0f} s, RTA "
+                f"{r['seconds_rta']:.0f} s)",
                 flush=True,
             )
             if args.snapshot_ratios and r["method"] == "finite-displacement":
