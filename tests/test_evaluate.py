@@ -278,3 +278,26 @@ def test_a_cheaper_fc3_mlip_is_part_of_the_kappa_signature_only_when_set():
         EvaluateConfig(kappa_fc3_mlip="vasp")
     with pytest.raises(ValueError, match="kappa needs smooth forces"):
         EvaluateConfig(mlip="sevennet", kappa=True, kappa_fc3_mlip="chgnet")
+
+
+def test_a_step_with_its_own_mlip_does_not_load_the_relaxation_one(monkeypatch):
+    # a kappa-only relabel with kappa_mlip loads that MLIP alone (tools/device/kappa.sh
+    # carries only its weights); relaxation and phonons still load the run's MLIP
+    import crysvcd.evaluate.labels as labels
+    import crysvcd.evaluate.mlip as mlip
+
+    loaded = []
+    real = mlip.get_calculator
+
+    def spy(name, *args, **kwargs):
+        loaded.append(name)
+        return real("emt")
+
+    monkeypatch.setattr(mlip, "get_calculator", spy)
+    monkeypatch.setattr(labels, "kappa_labels", lambda relaxed, cfg, calc: {"kappa": 1.0})
+    monkeypatch.setitem(labels.RUNS, "kappa", labels.kappa_labels)
+    cfg = EvaluateConfig(mlip="sevennet", kappa=True)  # kappa_mlip: sevennet-l3i5
+    out, _ = labels.label_structure(cu(), cfg, ("kappa",), relaxed=cu(), known={})
+    assert out["kappa"] == 1.0 and loaded == []
+    assert labels._needs_relaxation_mlip(cfg, ("phonons", "kappa"))
+    assert labels._needs_relaxation_mlip(EvaluateConfig(kappa=True, kappa_mlip=None), ("kappa",))

@@ -6,7 +6,9 @@
 # Dask. Writes .whl/ (git-ignored through .git/info/exclude), about 44 MB:
 #   - cp312 manylinux wheels of the versions installed here;
 #   - .whl/site/: SevenNet copied from this venv with only the 7net-0 weights (the wheel,
-#     with all four models, would not fit the 64 MiB a device call carries), and two empty
+#     with all four models, would not fit the 64 MiB a device call carries; for
+#     tools/device/kappa.sh, `SEVENNET_MODELS=SevenNet_l3i5` keeps 7net-l3i5's instead:
+#     a kappa relabel loads no other MLIP), and two empty
 #     modules for PyTables and plotly, which torch_sim.trajectory and
 #     pymatgen.analysis.phase_diagram import at module level but relaxation and the hull
 #     never use (together 17 MB as wheels).
@@ -23,7 +25,8 @@ version() { $PY -c "from importlib.metadata import version; print(version('$1'))
 for name in ase braceexpand dill matscipy monty orjson palettable pymatgen pymatgen-core \
     ruamel.yaml spglib uncertainties vesin vesin-torch torch-sim-atomistic \
     phonopy pyyaml tqdm dask distributed cloudpickle toolz partd locket msgpack psutil \
-    tornado zict tblib sortedcontainers click urllib3 h5py lxml joblib tabulate phonors; do
+    tornado zict tblib sortedcontainers click urllib3 h5py lxml joblib tabulate phonors \
+    phono3py symfc; do
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp -d .whl "$name==$(version "$name")" \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
@@ -34,7 +37,7 @@ cp -r "$SITE/sevenn" "$SITE"/sevenn-*.dist-info .whl/site/
 find .whl/site -name __pycache__ -prune -exec rm -rf {} +
 rm -rf .whl/site/sevenn/*.so .whl/site/sevenn/pair_e3gnn
 find .whl/site/sevenn/pretrained_potentials -mindepth 1 -maxdepth 1 -type d \
-  ! -name SevenNet_0__11Jul2024 -exec rm -rf {} +
+  ! -name "${SEVENNET_MODELS:-SevenNet_0__11Jul2024}" -exec rm -rf {} +
 for mod in tables plotly; do
   mkdir -p .whl/site/$mod
   cat > .whl/site/$mod/__init__.py <<PYEOF

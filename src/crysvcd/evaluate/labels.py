@@ -195,7 +195,9 @@ def label_structure(
     start = time.perf_counter()
     labels: dict = {}
     try:
-        calc = calculator or get_calculator(cfg.mlip, cfg.model_path, cfg.device)
+        calc = calculator
+        if calc is None and _needs_relaxation_mlip(cfg, steps):
+            calc = get_calculator(cfg.mlip, cfg.model_path, cfg.device)
         if "relax" in steps:
             relax_out, relaxed = relax_labels(structure, cfg, calc)
             labels.update(relax_out, status="ok", relax_settings=cfg.signature("relax"))
@@ -263,6 +265,14 @@ def _later_steps(labels, relaxed, cfg, steps, known, calc, start) -> dict:
         labels[f"{step}_settings"] = cfg.signature(step)
     labels["seconds"] = round(time.perf_counter() - start, 2)
     return labels
+
+
+def _needs_relaxation_mlip(cfg: EvaluateConfig, steps: tuple[str, ...]) -> bool:
+    """Whether ``steps`` use ``cfg.mlip`` itself: a kappa-only relabel with its own MLIP
+    (or a dielectric one) need not load it, so a GPU call can carry the kappa weights alone
+    (tools/device/kappa.sh)."""
+    kappa_own = "kappa" in steps and cfg.kappa_mlip in (None, cfg.mlip)
+    return bool({"relax", "phonons"} & set(steps)) or kappa_own
 
 
 def _phonons_wanted(labels: dict, cfg: EvaluateConfig) -> bool:
