@@ -31,21 +31,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crysvcd.evaluate.cluster import close_client, start_client
 from crysvcd.evaluate.runner import plan, record, run_jobs
 from crysvcd.evaluate.store import ResultStore
 from crysvcd.loop.config import LoopConfig
+from crysvcd.loop.figures import kept_stable
 from crysvcd.loop.run import evaluate_config
 from crysvcd.runinfo import write_run_record
-
-
-def kept(row, threshold: float) -> bool:
-    """The loop's stable crystal (``loop.figures.kept_stable``), on a database row."""
-    ehull = row.get("e_above_hull")
-    ok = row.get("status") == "ok" and bool(row.get("converged"))
-    return ok and ehull is not None and ehull <= threshold and row.get("phonon_stable") is not False
 
 
 def main() -> None:
@@ -70,13 +65,15 @@ def main() -> None:
                   kappa_settings=replace(base.kappa_settings, budget_s=args.budget))  # fmt: skip
     store = ResultStore(run / "labels.db")
     rows = store.rows()
-    keys = [k for k, row in rows.items()
-            if row.get("round") in args.rounds and kept(row, loop.ehull_threshold)]  # fmt: skip
+    # the loop's own rule for a stable crystal, on the stored labels
+    table = pd.DataFrame.from_dict({k: r.key_value_pairs for k, r in rows.items()}, "index")
+    keep = kept_stable(table, loop.ehull_threshold) & table["round"].isin(args.rounds)
+    keys = list(table.index[keep])
     keys.sort(key=lambda k: (rows[k].natoms, k))
-    keys = keys[: args.limit]
+    n_stable, keys = len(keys), keys[: args.limit]
     items = [(k, AseAtomsAdaptor.get_structure(rows[k].toatoms())) for k in keys]
     jobs, done = plan(items, store, cfg)
-    print(f"{len(keys)} stable crystals in rounds {args.rounds}: kappa to compute for "
+    print(f"{len(keys)} of {n_stable} stable crystals in rounds {args.rounds}: kappa for "
           f"{len(jobs)}, {done} already labelled with these settings", flush=True)  # fmt: skip
     if jobs and not args.report:
         write_run_record(run, {"budget_s": args.budget, "device": args.device,
@@ -94,12 +91,10 @@ def main() -> None:
             close_client(client)
         print(f"{len(jobs)} kappa calculations in {(time.perf_counter() - t0) / 60:.1f} min")
     stored = store.rows()
-    values = [stored[k].get("kappa") for k in keys if stored[k].get("kappa_settings")
-              == cfg.signature("kappa")]  # fmt: skip
-    reliable = [k for k in keys if stored[k].get("kappa_reliable")
-                and stored[k].get("kappa_settings") == cfg.signature("kappa")]  # fmt: skip
-    print(f"labelled under these settings: {len(values)} of {len(keys)}; with a value "
-          f"{sum(v is not None for v in values)}, reliable {len(reliable)}")  # fmt: skip
+    ours = [stored[k] for k in keys if stored[k].get("kappa_settings") == cfg.signature("kappa")]
+    print(f"labelled under these settings: {len(ours)} of {len(keys)}; with a value "
+          f"{sum(r.get('kappa') is not None for r in ours)}, reliable "
+          f"{sum(bool(r.get('kappa_reliable')) for r in ours)}")  # fmt: skip
     if args.report and not args.no_figures:
         from crysvcd.loop.figures import write_figures
 
