@@ -141,6 +141,13 @@ def run_one(structure, calculator, settings: KappaSettings, fmax: float, fc3=Non
     }
 
 
+def print_sweep(name, r, calculator, settings, ratios, fc3) -> None:
+    """``snapshot_sweep`` of a finite-difference result ``r`` (``--snapshot-ratios``)."""
+    if ratios and r["method"] == "finite-displacement":
+        sweep = snapshot_sweep(r["structure"], calculator, settings, ratios, r["kappa"], fc3)
+        print(f"  {name}: {sweep}", flush=True)
+
+
 def snapshot_sweep(relaxed, calculator, settings, ratios, reference, fc3=None) -> str:
     """symfc-random kappa of the ``relaxed`` structure (``run_one``'s) at ``ratios`` x symfc's
     minimum snapshots, over ``reference``."""
@@ -223,10 +230,7 @@ def main() -> None:
                 f"{r['seconds_rta']:.0f} s)",
                 flush=True,
             )
-            if args.snapshot_ratios and r["method"] == "finite-displacement":
-                sweep = snapshot_sweep(r["structure"], calculator, settings,
-                                       args.snapshot_ratios, r["kappa"], fc3)  # fmt: skip
-                print(f"  Si: {sweep}", flush=True)
+            print_sweep("Si", r, calculator, settings, args.snapshot_ratios, fc3)
 
     if args.n < 1:  # Si alone
         print(f"total wall time {time.perf_counter() - start:.0f} s")
@@ -258,10 +262,7 @@ def main() -> None:
             f"{r['atoms']:5d} {r['mesh']:<8} {r['min_freq']:6.2f} {r['seconds']:7.0f}",
             flush=True,
         )
-        if args.snapshot_ratios and r["method"] == "finite-displacement":
-            sweep = snapshot_sweep(r["structure"], calculator, settings,
-                                   args.snapshot_ratios, r["kappa"], fc3)  # fmt: skip
-            print(f"  {row.formula}: {sweep}", flush=True)
+        print_sweep(row.formula, r, calculator, settings, args.snapshot_ratios, fc3)
     signed = np.array(logs)
     logs = np.abs(signed)
     if len(logs):
