@@ -263,6 +263,24 @@ def test_kappa_has_its_own_mlip():
         EvaluateConfig(mlip="sevennet", kappa=True, kappa_mlip="chgnet")
 
 
+def test_a_kappa_stands_under_another_budget_but_a_budget_skip_is_redone_under_a_larger():
+    from crysvcd.evaluate.settings import EvaluateConfig, KappaSettings
+
+    def cfg(budget, **kw):
+        return EvaluateConfig(kappa=True, kappa_settings=KappaSettings(budget_s=budget, **kw))
+
+    value = {"kappa": 12.0, "kappa_settings": cfg(900).signature("kappa")}
+    skip = {"kappa_skipped": "projected 1200 s ...", "kappa_settings": value["kappa_settings"]}
+    assert cfg(900).reuses("kappa", value) and cfg(2400).reuses("kappa", value)
+    assert cfg(None).reuses("kappa", value) and cfg(100).reuses("kappa", value)
+    assert not cfg(2400).reuses("kappa", skip) and not cfg(None).reuses("kappa", skip)
+    assert cfg(900).reuses("kappa", skip) and cfg(600).reuses("kappa", skip)
+    assert not cfg(900, mesh=20.0).reuses("kappa", value)  # another setting: redone
+    assert not cfg(900).reuses("kappa", {})  # never labelled
+    relax = {"relax_settings": cfg(900).signature("relax")}
+    assert cfg(2400).reuses("relax", relax)  # the budget is no relaxation setting
+
+
 def test_a_cheaper_fc3_mlip_is_part_of_the_kappa_signature_only_when_set():
     from crysvcd.evaluate.settings import EvaluateConfig
 

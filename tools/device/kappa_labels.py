@@ -13,6 +13,10 @@ signature. 7net-0 phonons are not computed for the crystals that lack them: phon
 harmonic part (``kappa_min_frequency``, the ``kappa_reliable`` flag) tells whether such a
 value counts, as it does for every kappa label.
 
+On a CPU, ``--screened --device cpu --budget 2400`` keeps the run's own screen and only
+redoes its budget skips: a kappa value does not depend on the budget it was computed
+under (``EvaluateConfig.reuses``), so the arm's values stand and its unknowns shrink.
+
 Labels go into RUN/labels.db (a copy of a run's folder, not the run itself: it resumes, and
 a crystal already labelled under these settings is not computed again). Smallest cells
 first, so a call stopped by its time limit has labelled the most crystals. ``--report``
@@ -51,6 +55,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cuda")
     p.add_argument("--limit", type=int, help="at most this many crystals, smallest first")
+    p.add_argument("--screened", action="store_true",
+                   help="only those the run's screen sent to phono3py: its budget skips "
+                        "redone under a larger --budget, its values kept")  # fmt: skip
     p.add_argument("--report", action="store_true", help="compute nothing; count and export")
     p.add_argument("--no-figures", action="store_true", help="with --report: counts only")
     args = p.parse_args()
@@ -68,6 +75,8 @@ def main() -> None:
     # the loop's own rule for a stable crystal, on the stored labels
     table = pd.DataFrame.from_dict({k: r.key_value_pairs for k, r in rows.items()}, "index")
     keep = kept_stable(table, loop.ehull_threshold) & table["round"].isin(args.rounds)
+    if args.screened:
+        keep &= table.get("kappa_settings", pd.Series(index=table.index)).notna()
     keys = list(table.index[keep])
     keys.sort(key=lambda k: (rows[k].natoms, k))
     n_stable, keys = len(keys), keys[: args.limit]
@@ -91,7 +100,7 @@ def main() -> None:
             close_client(client)
         print(f"{len(jobs)} kappa calculations in {(time.perf_counter() - t0) / 60:.1f} min")
     stored = store.rows()
-    ours = [stored[k] for k in keys if stored[k].get("kappa_settings") == cfg.signature("kappa")]
+    ours = [stored[k] for k in keys if cfg.reuses("kappa", stored[k])]
     print(f"labelled under these settings: {len(ours)} of {len(keys)}; with a value "
           f"{sum(r.get('kappa') is not None for r in ours)}, reliable "
           f"{sum(bool(r.get('kappa_reliable')) for r in ours)}")  # fmt: skip

@@ -129,7 +129,7 @@ def plan(
         known = dict(row.key_value_pairs) if row is not None else {}
         fresh = (
             row is None
-            or known.get("relax_settings") != cfg.signature("relax")
+            or not cfg.reuses("relax", known)
             or (known.get("status") == "failed" and retry_failed)
         )
         if known.get("status") == "failed" and not retry_failed:
@@ -141,8 +141,7 @@ def plan(
         steps = tuple(
             s
             for s in cfg.wanted()[1:]
-            if known.get(f"{s}_settings") != cfg.signature(s)
-            or (retry_failed and f"{s}_error" in known)
+            if not cfg.reuses(s, known) or (retry_failed and f"{s}_error" in known)
         )
         if steps:
             relaxed = AseAtomsAdaptor.get_structure(row.toatoms())

@@ -182,6 +182,22 @@ class EvaluateConfig:
         asked["dielectric"] = self.dielectric
         return tuple(s for s in STEPS if asked[s])
 
+    def reuses(self, step: str, known) -> bool:
+        """Whether the ``step`` label stored in ``known`` (a row's labels) stands under these
+        settings. kappa's ``budget_s`` bounds the cost, not the value (the same forces, fit and
+        RTA run under any budget), so a kappa stored under another budget stands, except a
+        skip under a smaller one: a larger budget may finish it."""
+        stored = known.get(f"{step}_settings")
+        if step != "kappa" or stored is None:
+            return stored == self.signature(step)
+        old, new = json.loads(stored), json.loads(self.signature("kappa"))
+        was, now = old.pop("budget_s", None), new.pop("budget_s", None)
+        if old != new:
+            return False
+        if known.get("kappa_skipped") is None or was is None:
+            return True
+        return now is not None and now <= was
+
     def signature(self, step: str) -> str:
         """The settings a stored ``step`` label must have been computed with to be reused."""
         if step == "relax":

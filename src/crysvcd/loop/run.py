@@ -370,14 +370,14 @@ def kappa_choice(cfg: LoopConfig, r: int, store) -> tuple[list[str], dict[str, s
     """The crystals of round ``r`` that still need phono3py (the ``kappa_per_round`` best by
     Slack's estimate, minus those done) and, for every other relaxed crystal, why not."""
     high = cfg.direction == "high"
-    settings = evaluate_config(cfg, phonons=True, kappa=True).signature("kappa")
+    settings = evaluate_config(cfg, phonons=True, kappa=True)
     scored, skipped, done = [], {}, set()
     for key, row in store.rows().items():
         if row.get("round") != r or row.get("status") != "ok":
             continue
         # phono3py ran on it with these settings (a value, an error or its budget's skip);
-        # under other settings (a relabelled campaign) it runs again
-        if row.get("kappa_settings") == settings:
+        # under other settings (a relabelled campaign) or a larger budget it runs again
+        if settings.reuses("kappa", row):
             done.add(key)
         ehull, slack = row.get("e_above_hull"), row.get("kappa_slack")
         if not row.get("converged"):
