@@ -11,8 +11,14 @@ from pymatgen.core import Lattice, Molecule, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from crysvcd.evaluate.kappa import KappaResult, lattice_thermal_conductivity, relax_for_kappa
-from crysvcd.evaluate.kappa_plan import KappaSkipped, kappa_plan
+from crysvcd.evaluate.kappa import (
+    RELAX_SYMPREC,
+    KappaResult,
+    lattice_thermal_conductivity,
+    relax_for_kappa,
+    symmetrize,
+)
+from crysvcd.evaluate.kappa_plan import KappaSkipped, kappa_plan, setup_phono3py
 from crysvcd.evaluate.mlip import get_calculator
 from crysvcd.evaluate.settings import KappaSettings
 from crysvcd.evaluate.supercells import choose_supercell_matrix
@@ -144,6 +150,27 @@ def test_cost_limits_give_a_recorded_skip(cuau, emt):
     assert skip["skipped"] and skip["n_supercells"] > 10 and "projected" in skip["reason"]
     with pytest.raises(KappaSkipped, match="max_random_snapshots"):
         kappa_plan(cuau, KappaSettings(**FAST, max_fd_supercells=0, max_random_snapshots=1))
+
+
+def test_a_cell_symmetric_only_to_within_the_tolerance_is_symmetrized_first(emt):
+    """A campaign's Th(TiGe)2 after its kappa relaxation: Immm at 1e-4 A, P-1 at 1e-5 A, and
+    phono3py's displacement search stopped on "Site symmetry is broken" (a bare ValueError).
+    Its geometry with EMT's elements fails the same way."""
+    lattice = [[-4.07963319, 0.00036728, -0.00014645], [0.00026521, 4.08551459, 0.00027959],
+               [-2.03950997, 2.04328844, -5.96890967]]  # fmt: skip
+    frac = [[0.39029292, 0.89028549, 0.7194149], [0.60970708, 0.10971451, 0.2805851],
+            [0.25011896, 0.25011718, 0.99975165], [0.74988104, 0.74988282, 0.00024835],
+            [1.0, 0.5, 0.5]]  # fmt: skip
+    cell = Structure(lattice, ["Cu", "Cu", "Ni", "Ni", "Au"], frac)
+    settings = KappaSettings(supercell_min_length=6.0, mesh=[5, 5, 5], budget_s=None)
+    with pytest.raises(ValueError):
+        setup_phono3py(cell, settings)
+    exact = symmetrize(cell, RELAX_SYMPREC)
+    assert np.abs(exact.cart_coords - cell.cart_coords).max() < 1e-3
+    assert SpacegroupAnalyzer(exact, symprec=1e-5).get_space_group_symbol() == "Immm"
+    k = lattice_thermal_conductivity(cell, emt, settings)
+    assert k.symmetrized and math.isfinite(k.kappa)
+    assert not lattice_thermal_conductivity(exact, emt, settings).symmetrized
 
 
 class _Refuses(Calculator):

@@ -58,6 +58,7 @@ def main() -> None:
     p.add_argument("--screened", action="store_true",
                    help="only those the run's screen sent to phono3py: its budget skips "
                         "redone under a larger --budget, its values kept")  # fmt: skip
+    p.add_argument("--retry-failed", action="store_true", help="redo stored kappa errors")
     p.add_argument("--report", action="store_true", help="compute nothing; count and export")
     p.add_argument("--no-figures", action="store_true", help="with --report: counts only")
     args = p.parse_args()
@@ -81,7 +82,7 @@ def main() -> None:
     keys.sort(key=lambda k: (rows[k].natoms, k))
     n_stable, keys = len(keys), keys[: args.limit]
     items = [(k, AseAtomsAdaptor.get_structure(rows[k].toatoms())) for k in keys]
-    jobs, done = plan(items, store, cfg)
+    jobs, done = plan(items, store, cfg, retry_failed=args.retry_failed)
     print(f"{len(keys)} of {n_stable} stable crystals in rounds {args.rounds}: kappa for "
           f"{len(jobs)}, {done} already labelled with these settings", flush=True)  # fmt: skip
     if jobs and not args.report:

@@ -84,6 +84,9 @@ class KappaResult:
     # the fit is overdetermined (README, kappa: Si with 7net-l3i5 read 1.00-1.11x finite
     # differences at 2-8x, no trend)
     snapshots_per_minimum: float | None = None
+    # the cell was symmetrized to RELAX_SYMPREC first: phono3py found its site symmetry
+    # broken (a cell symmetric only to within the tolerance; Th(TiGe)2 of a campaign)
+    symmetrized: bool = False
 
     @property
     def dynamically_stable(self) -> bool:
@@ -95,13 +98,16 @@ class KappaResult:
         return out
 
 
+RELAX_SYMPREC = 1e-3  # A: the space group the kappa relaxation keeps
+
+
 def relax_for_kappa(
     structure: Structure,
     calculator: Calculator,
     fmax: float = 2e-3,
     steps: int = 1000,
     timeout: float | None = None,
-    symprec: float = 1e-3,
+    symprec: float = RELAX_SYMPREC,
 ) -> RelaxResult:
     """Primitive cell, relaxed with its space group kept (ASE FixSymmetry), to ``fmax``.
 
@@ -113,6 +119,16 @@ def relax_for_kappa(
     check_supported_elements(structure, calculator)
     primitive = SpacegroupAnalyzer(structure, symprec=symprec).find_primitive()
     return relax(primitive or structure, calculator, fmax, steps, "BFGS", timeout, symprec=symprec)
+
+
+def symmetrize(structure: Structure, symprec: float) -> Structure:
+    """``structure`` with its atoms and cell on the exact symmetry of its space group at
+    ``symprec`` (ASE's ``refine_symmetry``)."""
+    from ase.spacegroup.symmetrize import refine_symmetry
+
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    refine_symmetry(atoms, symprec=symprec, verbose=False)
+    return AseAtomsAdaptor.get_structure(atoms)
 
 
 def _forces(atoms: Atoms, calculator: Calculator, formula: str) -> np.ndarray:
@@ -180,7 +196,15 @@ def lattice_thermal_conductivity(
         check_supported_elements(structure, calc)
         # one single point on the unit cell: unsupported elements fail here, cheaply
         _forces(AseAtomsAdaptor.get_atoms(structure), calc, formula)
-    ph3, plan = setup_phono3py(structure, settings, separate_fc2=mixed)
+    try:
+        ph3, plan = setup_phono3py(structure, settings, separate_fc2=mixed)
+        symmetrized = False
+    except ValueError:
+        # phono3py's bare "Site symmetry is broken": the relaxed cell keeps its group only
+        # to within the relaxation's tolerance. Atoms onto that group's exact positions
+        # (moves of ~1e-4 A for Th(TiGe)2), only here, so that every other value stands
+        structure, symmetrized = symmetrize(structure, RELAX_SYMPREC), True
+        ph3, plan = setup_phono3py(structure, settings, separate_fc2=mixed)
     budget = settings.budget_s
 
     t_forces = time.perf_counter()
@@ -292,6 +316,7 @@ def lattice_thermal_conductivity(
         snapshots_per_minimum=(
             None if plan.fc3_minimum is None else round(plan.n_supercells / plan.fc3_minimum, 2)
         ),
+        symmetrized=symmetrized,
     )
 
 
