@@ -199,7 +199,9 @@ def lattice_thermal_conductivity(
     try:
         ph3, plan = setup_phono3py(structure, settings, separate_fc2=mixed)
         symmetrized = False
-    except ValueError:
+    except ValueError as exc:
+        if str(exc):  # phono3py raises it without a message; any other ValueError stands
+            raise
         # phono3py's bare "Site symmetry is broken": the relaxed cell keeps its group only
         # to within the relaxation's tolerance. Atoms onto that group's exact positions
         # (moves of ~1e-4 A for Th(TiGe)2), only here, so that every other value stands
