@@ -281,6 +281,33 @@ def test_a_kappa_stands_under_another_budget_but_a_budget_skip_is_redone_under_a
     assert cfg(2400).reuses("relax", relax)  # the budget is no relaxation setting
 
 
+def test_a_new_fc2_retry_setting_redoes_only_the_values_with_imaginary_modes():
+    import json
+
+    from crysvcd.evaluate.settings import FC2_RETRY, EvaluateConfig, KappaSettings
+
+    def cfg(budget=600.0, **kw):
+        return EvaluateConfig(kappa=True, kappa_settings=KappaSettings(budget_s=budget, **kw))
+
+    # labels stored before the retry existed: their settings lack its fields
+    before = json.loads(cfg().signature("kappa"))
+    before = json.dumps({k: v for k, v in before.items() if k not in FC2_RETRY})
+    reliable = {"kappa": 12.0, "kappa_reliable": True, "kappa_settings": before}
+    unreliable = {**reliable, "kappa_reliable": False}
+    skip = {"kappa_skipped": "projected ...", "kappa_settings": before}
+    assert cfg().reuses("kappa", reliable) and cfg().reuses("kappa", skip)
+    assert not cfg().reuses("kappa", unreliable)  # the retry may make it usable
+    assert cfg(fc2_retry_min_length=None).reuses("kappa", unreliable)  # no retry: stands
+    now = cfg().signature("kappa")
+    retried = {"kappa": 1.0, "kappa_reliable": True, "kappa_fc2_retried": True,
+               "kappa_settings": now}  # fmt: skip
+    assert cfg(900.0).reuses("kappa", retried)
+    assert not cfg(fc2_retry_min_length=15.0).reuses("kappa", retried)
+    over = {**unreliable, "kappa_settings": now,
+            "kappa_fc2_retry": "not retried: ... over budget_s=600"}  # fmt: skip
+    assert cfg().reuses("kappa", over) and not cfg(1800.0).reuses("kappa", over)
+
+
 def test_a_cheaper_fc3_mlip_is_part_of_the_kappa_signature_only_when_set():
     from crysvcd.evaluate.settings import EvaluateConfig
 

@@ -180,6 +180,27 @@ class _Refuses(Calculator):
         raise KeyError("no model for Zr")
 
 
+def test_imaginary_modes_send_fc2_to_a_wider_supercell_with_fc3_kept(fd_result, cuau, emt,
+                                                                      monkeypatch):  # fmt: skip
+    import crysvcd.evaluate.kappa as kappa
+
+    assert fd_result.fc2_retry is None and not fd_result.fc2_retried  # stable: no retry
+    # EMT's CuAu has no imaginary modes: a threshold above every frequency makes the real
+    # phono3py route run (fc2 displacements in a wider cell, the first fc3, the RTA again)
+    monkeypatch.setattr(kappa, "UNSTABLE_THZ", 1e3)
+    settings = KappaSettings(**FAST, temperatures=[300, 600], fc2_retry_min_length=9.0)
+    k = lattice_thermal_conductivity(cuau, emt, settings)
+    assert k.fc2_retried and k.fc2_retry.startswith("fc2 from a supercell of")
+    assert k.min_frequency_fc3_supercell == pytest.approx(fd_result.min_frequency, abs=1e-6)
+    wider = abs(np.linalg.det(k.fc2_supercell_matrix))
+    assert wider > abs(np.linalg.det(fd_result.fc2_supercell_matrix))
+    assert k.n_supercells > fd_result.n_supercells
+    # the same fc3 and a longer-ranged fc2 of a stiff metal: close, not identical
+    assert k.kappa == pytest.approx(fd_result.kappa, rel=0.3) and k.kappa != fd_result.kappa
+    tight = KappaSettings(**FAST, fc2_retry_min_length=9.0, fc2_retry_max_atoms=10)
+    assert "fc2_retry_max_atoms=10" in lattice_thermal_conductivity(cuau, emt, tight).fc2_retry
+
+
 def test_bad_input_gives_clear_errors(cuau, emt):
     bad = Structure(cuau.lattice, cuau.species, [[np.nan, 0, 0], [0.5, 0.5, 0.5]])
     with pytest.raises(ValueError, match="non-finite"):

@@ -16,6 +16,8 @@ value counts, as it does for every kappa label.
 On a CPU, ``--screened --device cpu --budget 2400`` keeps the run's own screen and only
 redoes its budget skips: a kappa value does not depend on the budget it was computed
 under (``EvaluateConfig.reuses``), so the arm's values stand and its unknowns shrink.
+``--unreliable --device cpu --budget 1800`` redoes only the values with imaginary modes
+(``kappa_reliable`` false) with fc2 from a wider supercell (``fc2_retry_min_length``).
 
 Labels go into RUN/labels.db (a copy of a run's folder, not the run itself: it resumes, and
 a crystal already labelled under these settings is not computed again). Smallest cells
@@ -59,6 +61,9 @@ def main() -> None:
                    help="only those the run's screen sent to phono3py: its budget skips "
                         "redone under a larger --budget, its values kept")  # fmt: skip
     p.add_argument("--retry-failed", action="store_true", help="redo stored kappa errors")
+    p.add_argument("--unreliable", action="store_true",
+                   help="only stored values with imaginary modes: redone with the fc2 "
+                        "retry (fc2_retry_min_length) under --budget")  # fmt: skip
     p.add_argument("--report", action="store_true", help="compute nothing; count and export")
     p.add_argument("--no-figures", action="store_true", help="with --report: counts only")
     args = p.parse_args()
@@ -78,6 +83,10 @@ def main() -> None:
     keep = kept_stable(table, loop.ehull_threshold) & table["round"].isin(args.rounds)
     if args.screened:
         keep &= table.get("kappa_settings", pd.Series(index=table.index)).notna()
+    if args.unreliable:
+        value = pd.to_numeric(table.get("kappa", pd.Series(index=table.index)), errors="coerce")
+        reliable = table.get("kappa_reliable", pd.Series(False, index=table.index))
+        keep &= value.notna() & (reliable != True)  # noqa: E712 (object column of bools)
     keys = list(table.index[keep])
     keys.sort(key=lambda k: (rows[k].natoms, k))
     n_stable, keys = len(keys), keys[: args.limit]

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from ase import Atoms
@@ -52,7 +52,11 @@ from crysvcd import geometry
 from crysvcd.evaluate.kappa_plan import KappaPlan, KappaSettings, KappaSkipped, setup_phono3py
 from crysvcd.evaluate.mlip import check_supported_elements
 from crysvcd.evaluate.relax import RelaxResult, relax
-from crysvcd.evaluate.supercells import ase_atoms
+from crysvcd.evaluate.supercells import (
+    ase_atoms,
+    choose_supercell_matrix,
+    perpendicular_widths,
+)
 
 
 @dataclass
@@ -87,10 +91,16 @@ class KappaResult:
     # the cell was symmetrized to RELAX_SYMPREC first: phono3py found its site symmetry
     # broken (a cell symmetric only to within the tolerance; Th(TiGe)2 of a campaign)
     symmetrized: bool = False
+    # imaginary modes with fc2 from the fc3 supercell sent fc2 to a wider one
+    # (``fc2_retry_min_length``): what happened (None: not needed), whether the value is
+    # the wider one's, and the lowest frequency before
+    fc2_retry: str | None = None
+    fc2_retried: bool = False
+    min_frequency_fc3_supercell: float | None = None
 
     @property
     def dynamically_stable(self) -> bool:
-        return self.min_frequency > -0.1
+        return self.min_frequency > UNSTABLE_THZ
 
     def as_dict(self) -> dict:
         out = dict(self.__dict__)
@@ -99,6 +109,7 @@ class KappaResult:
 
 
 RELAX_SYMPREC = 1e-3  # A: the space group the kappa relaxation keeps
+UNSTABLE_THZ = -0.1  # a lowest mesh frequency at or below this: imaginary modes, not noise
 
 
 def relax_for_kappa(
@@ -263,37 +274,24 @@ def lattice_thermal_conductivity(
     seconds_fit = time.perf_counter() - t_fit
 
     t_rta = time.perf_counter()
-    ph3.mesh_numbers = (
-        float(settings.mesh)
-        if isinstance(settings.mesh, int | float)
-        else [int(n) for n in settings.mesh]
-    )
-    mesh, grid_matrix, grid_points = _grid(ph3)
-    ph3.init_phph_interaction()
     rta_options = {"temperatures": temperatures, "is_isotope": settings.isotope, "log_level": 0}
     if settings.wigner:
         rta_options["transport_type"] = "SMM19"
-    if budget is not None:
-        # the RTA loop cannot be interrupted: time one of the costliest irreducible
-        # q-points (lowest symmetry, largest star) and extrapolate before committing
-        projected, n_ir = _rta_projection(ph3, rta_options)
-        elapsed = time.perf_counter() - start
-        if elapsed + projected > budget:
-            raise KappaSkipped(
-                f"RTA on the {'x'.join(map(str, mesh))} mesh ({n_ir} irreducible "
-                f"q-points) projected at {projected:.0f} s after {elapsed:.0f} s (the fit "
-                f"{seconds_fit:.0f} s) exceeds budget_s={budget:.0f}",
-                n_supercells=n_done,
-                supercell_atoms=plan.supercell_atoms,
-                seconds=elapsed,
-            )
-    ph3.run_thermal_conductivity(**rta_options)
+    mesh, grid_matrix, grid_points = _set_mesh(ph3, settings)
+    tensor, frequencies = _rta(ph3, settings, rta_options, start, n_done,
+                              plan.supercell_atoms, seconds_fit)  # fmt: skip
     seconds_rta = time.perf_counter() - t_rta
-    tensor = _kappa_tensor(ph3, settings.wigner)  # (temperatures, 6) in W/mK
-    if not np.isfinite(tensor).all():
-        raise RuntimeError(f"{formula}: phono3py returned a non-finite kappa")
-    ph3.run_phonon_solver()  # every grid point (a no-op when done), so no mode is missed
-    frequencies = ph3.get_phonon_data()[0]
+    first_min = float(np.min(frequencies))
+    retry = None
+    if first_min <= UNSTABLE_THZ and settings.fc2_retry_min_length is not None:
+        # imaginary modes of a harmonic part from the fc3 supercell, which may be too short
+        # for fc2's range (the phonon screen saw none at its longer supercells): fc2 again
+        # from a wider supercell, fc3 kept, and the RTA again
+        retry = _wider_fc2(ph3, structure, settings, calculator, formula, start,
+                           seconds_rta, rta_options)  # fmt: skip
+        if retry.tensor is not None:
+            tensor, frequencies, n_done = retry.tensor, retry.frequencies, n_done + retry.calls
+    retried = retry is not None and retry.tensor is not None
     diag = tensor[:, :3]
     return KappaResult(
         kappa=float(diag[0].mean()),
@@ -311,8 +309,11 @@ def lattice_thermal_conductivity(
         seconds_rta=seconds_rta,
         seconds_fit=seconds_fit,
         min_frequency=float(np.min(frequencies)),
+        fc2_retry=None if retry is None else retry.note,
+        fc2_retried=retried,
+        min_frequency_fc3_supercell=first_min,
         supercell_matrix=plan.supercell_matrix,
-        fc2_supercell_matrix=plan.fc2_supercell_matrix,
+        fc2_supercell_matrix=retry.matrix if retried else plan.fc2_supercell_matrix,
         grid_points=grid_points,
         grid_matrix=grid_matrix,
         snapshots_per_minimum=(
@@ -320,6 +321,102 @@ def lattice_thermal_conductivity(
         ),
         symmetrized=symmetrized,
     )
+
+
+def _set_mesh(ph3, settings: KappaSettings) -> tuple[list[int], list[list[int]], int]:
+    ph3.mesh_numbers = (
+        float(settings.mesh)
+        if isinstance(settings.mesh, int | float)
+        else [int(n) for n in settings.mesh]
+    )
+    return _grid(ph3)
+
+
+def _rta(ph3, settings: KappaSettings, rta_options: dict, start: float, n_done: int,
+         supercell_atoms: int, seconds_fit: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """kappa (temperatures x 6, W/mK) and the frequencies on the whole mesh; raises
+    ``KappaSkipped`` first when the RTA would run past ``settings.budget_s``."""
+    ph3.init_phph_interaction()
+    budget = settings.budget_s
+    if budget is not None:
+        # the RTA loop cannot be interrupted: time one of the costliest irreducible
+        # q-points (lowest symmetry, largest star) and extrapolate before committing
+        projected, n_ir = _rta_projection(ph3, rta_options)
+        elapsed = time.perf_counter() - start
+        if elapsed + projected > budget:
+            mesh = _grid(ph3)[0]
+            raise KappaSkipped(
+                f"RTA on the {'x'.join(map(str, mesh))} mesh ({n_ir} irreducible "
+                f"q-points) projected at {projected:.0f} s after {elapsed:.0f} s (the fit "
+                f"{seconds_fit:.0f} s) exceeds budget_s={budget:.0f}",
+                n_supercells=n_done,
+                supercell_atoms=supercell_atoms,
+                seconds=elapsed,
+            )
+    ph3.run_thermal_conductivity(**rta_options)
+    tensor = _kappa_tensor(ph3, settings.wigner)  # (temperatures, 6) in W/mK
+    if not np.isfinite(tensor).all():
+        raise RuntimeError("phono3py returned a non-finite kappa")
+    ph3.run_phonon_solver()  # every grid point (a no-op when done), so no mode is missed
+    return tensor, ph3.get_phonon_data()[0]
+
+
+@dataclass
+class _Fc2Retry:
+    note: str  # what was done, or why not
+    tensor: np.ndarray | None = None  # None: not retried, the first value stands
+    frequencies: np.ndarray | None = None
+    calls: int = 0
+    matrix: list[list[int]] | None = None
+
+
+def _wider_fc2(ph3, structure: Structure, settings: KappaSettings, calculator: Calculator,
+               formula: str, start: float, seconds_rta: float,
+               rta_options: dict) -> _Fc2Retry:  # fmt: skip
+    """fc2 from finite displacements in a supercell ``fc2_retry_min_length`` wide, the fc3
+    of ``ph3`` kept, and the RTA again; within what is left of ``budget_s``, else the
+    reason it was not done."""
+    from phono3py import Phono3py
+
+    length = settings.fc2_retry_min_length
+    now = float(perpendicular_widths(np.asarray(ph3.phonon_supercell.cell)).min())
+    if now >= length:
+        return _Fc2Retry(f"not retried: the fc2 supercell is already {now:.1f} A wide")
+    matrix = choose_supercell_matrix(structure, length, settings.symprec)
+    atoms = round(abs(np.linalg.det(matrix))) * len(structure)
+    if atoms > settings.fc2_retry_max_atoms:
+        return _Fc2Retry(f"not retried: a {length:g} A fc2 supercell has {atoms} atoms, over "
+                         f"fc2_retry_max_atoms={settings.fc2_retry_max_atoms}")  # fmt: skip
+    wider = Phono3py(ph3.unitcell, supercell_matrix=ph3.supercell_matrix,
+                     phonon_supercell_matrix=matrix, primitive_matrix=ph3.primitive_matrix,
+                     symprec=settings.symprec, log_level=0)  # fmt: skip
+    wider.generate_fc2_displacements(distance=settings.displacement, is_plusminus="auto")
+    fs = _ForceSet(wider.phonon_supercell, wider.phonon_supercells_with_displacements,
+                   calculator)  # fmt: skip
+    t0 = time.perf_counter()
+    fs.residual = _forces(ase_atoms(fs.perfect), calculator, formula)
+    fs.first_call = time.perf_counter() - t0
+    budget = settings.budget_s
+    for i, cell in enumerate(fs.cells):
+        # the RTA again costs what it cost the first time
+        projected = time.perf_counter() - start + fs.left * fs.per_call + seconds_rta
+        if budget is not None and projected > budget:
+            return _Fc2Retry(f"not retried: {fs.n} fc2 supercells of {atoms} atoms and the "
+                             f"RTA again projected {projected:.0f} s, over "
+                             f"budget_s={budget:.0f}")  # fmt: skip
+        t0 = time.perf_counter()
+        fs.forces[i] = _forces(ase_atoms(cell), calculator, formula) - fs.residual
+        fs.done += 1
+        fs.seconds += time.perf_counter() - t0
+    wider.phonon_forces = fs.forces
+    wider.fc3 = ph3.fc3
+    wider.produce_fc2()
+    wider.symmetrize_fc2()
+    _set_mesh(wider, settings)
+    unbudgeted = replace(settings, budget_s=None)  # projected above, with the first RTA's cost
+    tensor, frequencies = _rta(wider, unbudgeted, rta_options, start, 0, atoms, 0.0)
+    note = f"fc2 from a supercell of {atoms} atoms ({fs.n} displacements)"
+    return _Fc2Retry(note, tensor, frequencies, fs.n, matrix.tolist())
 
 
 def _grid(ph3) -> tuple[list[int], list[list[int]], int]:

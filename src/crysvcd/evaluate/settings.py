@@ -51,6 +51,13 @@ class KappaSettings:
     # A: a larger fc2 supercell when set (harmonic constants are longer-ranged, and fc2
     # supercells are cheap: a handful of finite displacements)
     fc2_supercell_min_length: float | None = None
+    # A: when fc2 from the fc3 supercell gives imaginary modes (a lowest mesh frequency at
+    # or below -0.1 THz), fc2 again from a supercell this wide, fc3 kept, and the RTA
+    # again, within budget_s. 12 A is the campaigns' phonon screen, which passed the
+    # crystals such a kappa belongs to; None: no retry. Soft, low-kappa cells came out
+    # unreliable at 8.5 A (Cs2SnTe3: -0.59 THz there, +0.05 THz in the screen)
+    fc2_retry_min_length: float | None = 12.0
+    fc2_retry_max_atoms: int = 400  # the wider fc2 supercell at most (the screen's limit)
     displacement: float = 0.03  # A
     # above this many finite-difference supercells, switch to random snapshots + symfc
     max_fd_supercells: int = 300
@@ -79,6 +86,9 @@ class KappaSettings:
             )
         if not self.supercell_min_length > 0 or not 0 < self.displacement < 0.5:
             raise ValueError("need supercell_min_length > 0 and displacement in (0, 0.5) A")
+        if self.fc2_retry_min_length is not None and not self.fc2_retry_min_length > 0:
+            raise ValueError(f"fc2_retry_min_length must be > 0 A or None, got "
+                             f"{self.fc2_retry_min_length}")  # fmt: skip
         if self.budget_s is not None and not self.budget_s > 0:
             raise ValueError(f"budget_s must be > 0 seconds or None, got {self.budget_s}")
 
@@ -88,6 +98,16 @@ class KappaSettings:
         if not values or not all(math.isfinite(t) and t > 0 for t in values):
             raise ValueError(f"temperatures must be positive numbers, got {temps!r}")
         return values
+
+
+# KappaSettings fields that act only on a value with imaginary modes (``reuses``)
+FC2_RETRY = ("fc2_retry_min_length", "fc2_retry_max_atoms")
+
+
+def _fc2_retry(settings: dict) -> dict | None:
+    """The fc2 retry's fields, taken out of stored kappa ``settings``; None when off."""
+    retry = {k: settings.pop(k, None) for k in FC2_RETRY}
+    return None if retry["fc2_retry_min_length"] is None else retry
 
 
 @dataclass
@@ -186,17 +206,27 @@ class EvaluateConfig:
         """Whether the ``step`` label stored in ``known`` (a row's labels) stands under these
         settings. kappa's ``budget_s`` bounds the cost, not the value (the same forces, fit and
         RTA run under any budget), so a kappa stored under another budget stands, except a
-        skip under a smaller one: a larger budget may finish it."""
+        skip under a smaller one: a larger budget may finish it. The fc2 retry
+        (``fc2_retry_min_length``) changes only values with imaginary modes, so only those
+        are redone when its settings change (labels stored before it had none)."""
         stored = known.get(f"{step}_settings")
         if step != "kappa" or stored is None:
             return stored == self.signature(step)
         old, new = json.loads(stored), json.loads(self.signature("kappa"))
         was, now = old.pop("budget_s", None), new.pop("budget_s", None)
+        retry_was, retry_now = _fc2_retry(old), _fc2_retry(new)
         if old != new:
             return False
-        if known.get("kappa_skipped") is None or was is None:
-            return True
-        return now is not None and now <= was
+        larger = was is not None and (now is None or now > was)
+        if known.get("kappa") is not None:
+            if known.get("kappa_reliable") and not known.get("kappa_fc2_retried"):
+                return True  # the retry did not run, and would not under any setting
+            if retry_was != retry_now:
+                return False
+            # a retry that did not fit in the budget may fit in a larger one
+            over = "budget_s" in str(known.get("kappa_fc2_retry") or "")
+            return not (over and larger)
+        return known.get("kappa_skipped") is None or not larger
 
     def signature(self, step: str) -> str:
         """The settings a stored ``step`` label must have been computed with to be reused."""
