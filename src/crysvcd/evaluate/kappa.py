@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms
@@ -278,8 +278,8 @@ def lattice_thermal_conductivity(
     if settings.wigner:
         rta_options["transport_type"] = "SMM19"
     mesh, grid_matrix, grid_points = _set_mesh(ph3, settings)
-    tensor, frequencies = _rta(ph3, settings, rta_options, start, n_done,
-                              plan.supercell_atoms, seconds_fit)  # fmt: skip
+    tensor, frequencies = _rta(ph3, settings, rta_options, budget, start, n_done,
+                              plan.supercell_atoms, seconds_fit, formula)  # fmt: skip
     seconds_rta = time.perf_counter() - t_rta
     first_min = float(np.min(frequencies))
     retry = None
@@ -332,12 +332,12 @@ def _set_mesh(ph3, settings: KappaSettings) -> tuple[list[int], list[list[int]],
     return _grid(ph3)
 
 
-def _rta(ph3, settings: KappaSettings, rta_options: dict, start: float, n_done: int,
-         supercell_atoms: int, seconds_fit: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _rta(ph3, settings: KappaSettings, rta_options: dict, budget: float | None, start: float,
+         n_done: int, supercell_atoms: int, seconds_fit: float,
+         formula: str) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """kappa (temperatures x 6, W/mK) and the frequencies on the whole mesh; raises
-    ``KappaSkipped`` first when the RTA would run past ``settings.budget_s``."""
+    ``KappaSkipped`` first when the RTA would run past ``budget`` s since ``start``."""
     ph3.init_phph_interaction()
-    budget = settings.budget_s
     if budget is not None:
         # the RTA loop cannot be interrupted: time one of the costliest irreducible
         # q-points (lowest symmetry, largest star) and extrapolate before committing
@@ -356,7 +356,7 @@ def _rta(ph3, settings: KappaSettings, rta_options: dict, start: float, n_done: 
     ph3.run_thermal_conductivity(**rta_options)
     tensor = _kappa_tensor(ph3, settings.wigner)  # (temperatures, 6) in W/mK
     if not np.isfinite(tensor).all():
-        raise RuntimeError("phono3py returned a non-finite kappa")
+        raise RuntimeError(f"{formula}: phono3py returned a non-finite kappa")
     ph3.run_phonon_solver()  # every grid point (a no-op when done), so no mode is missed
     return tensor, ph3.get_phonon_data()[0]
 
@@ -413,8 +413,8 @@ def _wider_fc2(ph3, structure: Structure, settings: KappaSettings, calculator: C
     wider.produce_fc2()
     wider.symmetrize_fc2()
     _set_mesh(wider, settings)
-    unbudgeted = replace(settings, budget_s=None)  # projected above, with the first RTA's cost
-    tensor, frequencies = _rta(wider, unbudgeted, rta_options, start, 0, atoms, 0.0)
+    # no budget check: the RTA again was projected above, at the first one's cost
+    tensor, frequencies = _rta(wider, settings, rta_options, None, start, 0, atoms, 0.0, formula)
     note = f"fc2 from a supercell of {atoms} atoms ({fs.n} displacements)"
     return _Fc2Retry(note, tensor, frequencies, fs.n, matrix.tolist())
 
