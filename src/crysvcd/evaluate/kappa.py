@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -180,6 +181,29 @@ class _ForceSet:
     def per_call(self) -> float:
         return self.seconds / self.done if self.done else self.first_call
 
+    def start(self, formula: str) -> None:
+        # residual forces of the undisplaced supercell are subtracted: they are the
+        # relaxation error (or the other engine's minimum), not a response to the
+        # displacement. Timed, they give the engine's cost per call before its first
+        # displaced one, so a projection sees the whole plan from the start
+        t0 = time.perf_counter()
+        self.residual = _forces(ase_atoms(self.perfect), self.calc, formula)
+        self.first_call = time.perf_counter() - t0
+
+    def run(self, formula: str, over: Callable[[], bool]) -> bool:
+        """Forces of every displaced supercell, less the residual; stops (False) as soon as
+        ``over()`` says the rest would not fit, asked before each call."""
+        for i, cell in enumerate(self.cells):
+            if cell is None:  # pair beyond fc3_cutoff: phono3py ignores its forces
+                continue
+            if over():
+                return False
+            t0 = time.perf_counter()
+            self.forces[i] = _forces(ase_atoms(cell), self.calc, formula) - self.residual
+            self.done += 1
+            self.seconds += time.perf_counter() - t0
+        return True
+
 
 def lattice_thermal_conductivity(
     structure: Structure,
@@ -227,17 +251,11 @@ def lattice_thermal_conductivity(
         cells = ph3.phonon_supercells_with_displacements
         sets.append(_ForceSet(ph3.phonon_supercell, cells, calculator))
     for fs in sets:
-        # residual forces of the undisplaced supercell are subtracted: they are the
-        # relaxation error (or the other engine's minimum), not a response to the
-        # displacement. Timed, they give each engine's cost per call before its first
-        # displaced one, so the projection sees the whole plan from the start
-        t0 = time.perf_counter()
-        fs.residual = _forces(ase_atoms(fs.perfect), fs.calc, formula)
-        fs.first_call = time.perf_counter() - t0
+        fs.start(formula)
 
-    def over_budget() -> None:
+    def over_budget() -> bool:
         if budget is None:
-            return
+            return False
         elapsed = time.perf_counter() - start
         projected = elapsed + sum(fs.left * fs.per_call for fs in sets)
         if projected > budget:
@@ -251,16 +269,10 @@ def lattice_thermal_conductivity(
                 supercell_atoms=plan.supercell_atoms,
                 seconds=elapsed,
             )
+        return False
 
     for fs in sets:
-        for i, cell in enumerate(fs.cells):
-            if cell is None:  # pair beyond fc3_cutoff: phono3py ignores its forces
-                continue
-            t0 = time.perf_counter()
-            fs.forces[i] = _forces(ase_atoms(cell), fs.calc, formula) - fs.residual
-            fs.done += 1
-            fs.seconds += time.perf_counter() - t0
-            over_budget()
+        fs.run(formula, over_budget)  # raises KappaSkipped rather than stop
     ph3.forces = sets[0].forces
     if plan.n_fc2_supercells:
         ph3.phonon_forces = sets[1].forces
@@ -393,21 +405,16 @@ def _wider_fc2(ph3, structure: Structure, settings: KappaSettings, calculator: C
     wider.generate_fc2_displacements(distance=settings.displacement, is_plusminus="auto")
     fs = _ForceSet(wider.phonon_supercell, wider.phonon_supercells_with_displacements,
                    calculator)  # fmt: skip
-    t0 = time.perf_counter()
-    fs.residual = _forces(ase_atoms(fs.perfect), calculator, formula)
-    fs.first_call = time.perf_counter() - t0
+    fs.start(formula)
     budget = settings.budget_s
-    for i, cell in enumerate(fs.cells):
-        # the RTA again costs what it cost the first time
-        projected = time.perf_counter() - start + fs.left * fs.per_call + seconds_rta
-        if budget is not None and projected > budget:
-            return _Fc2Retry(f"not retried: {fs.n} fc2 supercells of {atoms} atoms and the "
-                             f"RTA again projected {projected:.0f} s, over "
-                             f"budget_s={budget:.0f}")  # fmt: skip
-        t0 = time.perf_counter()
-        fs.forces[i] = _forces(ase_atoms(cell), calculator, formula) - fs.residual
-        fs.done += 1
-        fs.seconds += time.perf_counter() - t0
+
+    def projected() -> float:  # the RTA again costs what it cost the first time
+        return time.perf_counter() - start + fs.left * fs.per_call + seconds_rta
+
+    if not fs.run(formula, lambda: budget is not None and projected() > budget):
+        return _Fc2Retry(f"not retried: {fs.n} fc2 supercells of {atoms} atoms and the RTA "
+                         f"again projected {projected():.0f} s, over "
+                         f"budget_s={budget:.0f}")  # fmt: skip
     wider.phonon_forces = fs.forces
     wider.fc3 = ph3.fc3
     wider.produce_fc2()
